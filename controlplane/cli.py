@@ -11,6 +11,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from syncer import cli as syncer_cli
+from syncer.logs import configure_logging
+
 from . import up as up_command
 
 
@@ -25,24 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up_command.register(commands)
-    _register_optional(commands)
-    return parser
-
-
-def _register_optional(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Subcommands of the other packages; imported here so `up` works even while they grow."""
-    try:
-        from syncer import cli as syncer_cli
-    except ImportError:  # pragma: no cover - during development only
-        return
     syncer_cli.register(commands)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    from syncer.logs import configure_logging
-
     configure_logging(args.log_level, args.log_format)
     try:
         code: int = args.run(args)

@@ -121,14 +121,29 @@ kwok_stages() {
   chmod -R u+w "$dest"; touch "$dest/.done"
 }
 
-for c in $COMPONENTS; do
-  case "$c" in
+build_one() {
+  case "$1" in
     kubernetes) timed build_kubernetes ;;
     etcd) timed build_etcd ;;
     kine) timed go_install kine "$KINE_VERSION" github.com/k3s-io/kine github.com/k3s-io/kine/pkg/version.Version ;;
     kwok) timed go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok; kwok_stages ;;
     helm) timed go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm helm.sh/helm/v3/internal/version.version ;;
-    *) die "unknown component '$c' (valid: kubernetes etcd kine kwok helm)" ;;
+    *) die "unknown component '$1' (valid: kubernetes etcd kine kwok helm)" ;;
   esac
+}
+
+# The Kubernetes build is the long one (~15 min cold on 2 cores) and spends much of its time in
+# single-threaded steps and downloads: build it in the background while the others build, which
+# brought the cold total from ~26 to ~15 minutes here.
+k8s_pid=""
+rest=""
+for c in $COMPONENTS; do
+  if [ "$c" = kubernetes ] && [ "$COMPONENTS" != kubernetes ]; then
+    (build_one kubernetes) & k8s_pid=$!
+  else
+    rest="$rest $c"
+  fi
 done
+for c in $rest; do (build_one "$c") || exit 1; done
+if [ -n "$k8s_pid" ]; then wait "$k8s_pid" || die "the Kubernetes build failed (see its output above)"; fi
 echo "bin dir: $BIN"

@@ -123,7 +123,7 @@ def _assert_port_forward_echo(host_cluster: HostCluster, kubeconfig: Path, pod: 
         assert bytes(received) == payload
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)
 
 
 def test_logs_follow_sees_new_lines(host_cluster: HostCluster, host_kubectl: Kubectl, namespace: str) -> None:
@@ -150,7 +150,7 @@ def test_logs_follow_sees_new_lines(host_cluster: HostCluster, host_kubectl: Kub
         assert marker in proc.stdout.readline()
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)
 
 
 CRD = """
