@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from .local.host import HostCluster
-from .local.virtual import VirtualControlPlane
+from .local.tenant import LocalVirtualCluster
 
 DEFAULT_NAME = "vcluster"
 DEFAULT_NAMESPACE = "vcluster"
@@ -64,19 +64,18 @@ def run(args: argparse.Namespace) -> int:
     state.mkdir(parents=True)
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     host = HostCluster(state / "host", nodes=args.nodes)
-    vcluster = VirtualControlPlane(state / "vcluster" / args.name / "data", service_cidr=host.service_cidr)
+    vcluster = LocalVirtualCluster(host, args.name, args.namespace, state / "vcluster" / args.name)
     try:
         host.start()
-        host.kubectl("create", "namespace", args.namespace)
         vcluster.start()
         host_kc = host.write_kubeconfig(state / "kubeconfig-host.yaml")
         v_kc = state / "kubeconfig-vcluster.yaml"
-        shutil.copyfile(vcluster.admin_kubeconfig_path, v_kc)
+        shutil.copyfile(vcluster.plane.admin_kubeconfig_path, v_kc)
         _print_ready(args, host, vcluster, host_kc, v_kc)
         if args.exit_after_ready:
             return 0
         while True:
-            for proc in [*host.group.processes, *vcluster.group.processes]:
+            for proc in [*host.group.processes, *vcluster.plane.group.processes, *vcluster.syncers.processes]:
                 proc.check_alive()
             time.sleep(1)
     except (KeyboardInterrupt, _Stop):
@@ -91,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 def _print_ready(
     args: argparse.Namespace,
     host: HostCluster,
-    vcluster: VirtualControlPlane,
+    vcluster: LocalVirtualCluster,
     host_kc: Path,
     v_kc: Path,
 ) -> None:
@@ -99,17 +98,17 @@ def _print_ready(
     print(
         f"""
 vcluster-py is up (host cluster {host.startup_seconds.get("total", 0):.1f}s, \
-virtual control plane {vcluster.startup_seconds.get("total", 0):.1f}s).
+virtual control plane {vcluster.plane.startup_seconds.get("total", 0):.1f}s, syncer running).
 
   host cluster      {host.server}   ({args.nodes} kwok nodes)
-  virtual cluster   {args.name} in host namespace {args.namespace}: {vcluster.server}
+  virtual cluster   {args.name} in host namespace {args.namespace}: {vcluster.plane.server}
 
 Use them:
   export KUBECONFIG={v_kc}      # the virtual cluster
   {kubectl} get namespaces
   {kubectl} --kubeconfig {host_kc} get pods -n {args.namespace}   # the host side
 
-Logs: {args.state_dir}/*/logs and {args.state_dir}/vcluster/{args.name}/data/logs
+Logs: {args.state_dir}/host/logs, {args.state_dir}/vcluster/{args.name}/logs (syncer) and .../data/logs
 Ctrl-C stops everything.""",
         flush=True,
     )

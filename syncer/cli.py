@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import os
 import socket
+from collections.abc import Coroutine
+from typing import Any
 
 from .options import POD_SECURITY_LEVELS, OptionsError, SyncerOptions, effective_resources
 
@@ -55,6 +57,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--retry-period", type=float, default=2.0)
     p.add_argument("--health-address", default="127.0.0.1:8080", help="/healthz, /readyz, /metrics")
     p.add_argument("--apply-coredns", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--proxy-address", default="0.0.0.0", help="where the API proxy listens")
+    p.add_argument("--proxy-port", "--port", dest="proxy_port", type=int, default=8443)
+    p.add_argument("--tls-san", action="append", default=[], help="extra SAN for the proxy's certificate")
+    p.add_argument("--server-ca-cert", default="/data/server/tls/server-ca.crt")
+    p.add_argument("--server-ca-key", default="/data/server/tls/server-ca.key")
+    p.add_argument("--client-ca-cert", default="/data/server/tls/client-ca.crt")
     p.add_argument("--out-kube-config-secret", default=None, help="host Secret to write a user kubeconfig to")
     p.add_argument("--out-kube-config-server", default=None)
     p.set_defaults(run=run)
@@ -93,17 +101,26 @@ def options_from_args(args: argparse.Namespace) -> SyncerOptions:
         apply_coredns=args.apply_coredns,
         out_kube_config_secret=args.out_kube_config_secret,
         out_kube_config_server=args.out_kube_config_server,
+        proxy_address=args.proxy_address,
+        proxy_port=args.proxy_port,
+        tls_sans=tuple(args.tls_san),
+        server_ca_cert=args.server_ca_cert,
+        server_ca_key=args.server_ca_key,
+        client_ca_cert=args.client_ca_cert,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
+    # The CLI is the layer that composes the syncer and the proxy; neither imports the other.
+    from proxy.server import serve as serve_proxy
+
     from .app import run_syncer
 
-    return _run_async(run_syncer(options))
+    return _run_async(run_syncer(options, side_services=[serve_proxy]))
 
 
-def _run_async(coro: object) -> int:
+def _run_async(coro: Coroutine[Any, Any, int]) -> int:
     """Run on uvloop where it is installed (Linux), asyncio otherwise."""
     try:
         import uvloop
@@ -112,5 +129,4 @@ def _run_async(coro: object) -> int:
     except ImportError:  # pragma: no cover - non-Linux
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        result = runner.run(coro)  # type: ignore[arg-type]  # a coroutine returning int
-    return int(result)
+        return runner.run(coro)

@@ -115,6 +115,9 @@ class SyncerOptions:
     proxy_address: str = "0.0.0.0"
     proxy_port: int = 8443
     tls_sans: tuple[str, ...] = ()
+    server_ca_cert: str = "/data/server/tls/server-ca.crt"
+    server_ca_key: str = "/data/server/tls/server-ca.key"
+    client_ca_cert: str = "/data/server/tls/client-ca.crt"
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

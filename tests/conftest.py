@@ -14,6 +14,7 @@ import pytest
 
 from controlplane.local.binaries import Binaries
 from controlplane.local.host import HostCluster
+from controlplane.local.tenant import LocalVirtualCluster
 from controlplane.local.virtual import VirtualControlPlane
 from tests.support import Kubectl, kubectl_for, unique_name
 
@@ -83,3 +84,38 @@ def host_kubectl(binaries: Binaries, host_cluster: HostCluster) -> Kubectl:
 @pytest.fixture(scope="session")
 def virtual_kubectl(binaries: Binaries, virtual_cluster: VirtualControlPlane) -> Kubectl:
     return kubectl_for(binaries, virtual_cluster.admin_kubeconfig_path)
+
+
+@pytest.fixture(scope="session")
+def vcluster(
+    tmp_path_factory: pytest.TempPathFactory, host_cluster: HostCluster
+) -> Iterator[LocalVirtualCluster]:
+    """A virtual cluster with a running syncer (host access: only the syncer's Role), drift pass every 2 s."""
+    cluster = LocalVirtualCluster(
+        host_cluster,
+        name="vc1",
+        namespace="vc1-host",
+        state_dir=tmp_path_factory.mktemp("vc1"),
+        syncer_args=("--resync-period=2", "--lease-duration=4", "--renew-deadline=3", "--retry-period=0.5"),
+    )
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        pids = cluster.pids()
+        cluster.stop()
+        _assert_all_dead(pids)
+
+
+@pytest.fixture(scope="session")
+def vc_kubectl(binaries: Binaries, vcluster: LocalVirtualCluster) -> Kubectl:
+    return kubectl_for(binaries, vcluster.plane.admin_kubeconfig_path)
+
+
+@pytest.fixture
+def vns(vc_kubectl: Kubectl) -> Iterator[str]:
+    """A fresh namespace in the virtual cluster."""
+    name = unique_name("v")
+    vc_kubectl("create", "namespace", name)
+    yield name
+    vc_kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)

@@ -40,7 +40,9 @@ def test_sync_is_applied_after_disable() -> None:
     ("disable", "sync", "flag"),
     [(["ingress"], [], "--disable-sync-resources"), ([], ["-podz"], "--sync"), ([], ["+"], "--sync")],
 )
-def test_unknown_names_are_an_error_listing_the_valid_ones(disable: list[str], sync: list[str], flag: str) -> None:
+def test_unknown_names_are_an_error_listing_the_valid_ones(
+    disable: list[str], sync: list[str], flag: str
+) -> None:
     with pytest.raises(OptionsError) as err:
         effective_resources(disable, sync)
     message = str(err.value)
@@ -56,7 +58,9 @@ def test_disabling_any_subset_removes_exactly_it(names: set[str]) -> None:
 
 def test_unknown_pod_security_level_names_the_valid_ones() -> None:
     with pytest.raises(OptionsError, match="privileged, baseline, restricted"):
-        SyncerOptions(name="vc", target_namespace="ns", virtual_kubeconfig="x", pod_security_standard="strict")
+        SyncerOptions(
+            name="vc", target_namespace="ns", virtual_kubeconfig="x", pod_security_standard="strict"
+        )
 
 
 def test_cli_stops_at_start_up_on_unknown_resource(capsys: pytest.CaptureFixture[str]) -> None:

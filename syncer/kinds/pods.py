@@ -1,0 +1,302 @@
+"""Pods: virtual spec → host pod; host status, node binding and deletion → virtual pod.
+
+The decisions, per virtual key, looking at both sides:
+
+| virtual            | host                 | action                                                        |
+|--------------------|----------------------|---------------------------------------------------------------|
+| absent             | ours                 | delete the host pod (the tenant deleted it)                    |
+| terminating        | absent               | force-delete the virtual pod (nothing runs; finalize it)       |
+| terminating        | running              | delete the host pod with the virtual pod's grace period        |
+| present, never ran | absent               | security check → tokens → create the host pod                  |
+| present, bound     | absent               | the host pod ran and is gone (evicted, deleted on the host):   |
+|                    |                      | delete the virtual pod — never resurrect it                    |
+| present            | terminating          | the host is deleting it: delete the virtual pod with its grace |
+| present            | ours                 | bind to a fake node, status H→V, mutable spec V→H              |
+
+Service-account tokens are minted by TokenRequest in the VIRTUAL cluster (bound to the virtual pod)
+and stored in a host Secret owned by the host pod — never in an annotation, where anyone allowed to
+read pods could copy them.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from ..controller import SyncContext, split_key
+from ..informers import Informer
+from ..kube.client import ApiError
+from ..kube.resources import NAMESPACES, PODS, SECRETS, SERVICE_ACCOUNTS, SERVICES, ResourceType
+from ..translate import metadata, names, podsecurity
+from ..translate import pods as pod_translate
+from ..translate.metadata import Ownership
+from .base import SYNC_ERROR, MirroredKind
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+NAMESPACE_INDEX = "namespace"
+TOKEN_OWNER_ANNOTATION = names.RESERVED_PREFIX + "token-for-pod"
+
+
+def _namespace_index(obj: Obj) -> Iterable[str]:
+    return [obj["metadata"].get("namespace", "")]
+
+
+def token_secret_name(host_pod_name: str) -> str:
+    return f"{host_pod_name}-sa-token"
+
+
+class Pods(MirroredKind):
+    resource: ClassVar[str] = "pods"
+    rtype: ClassVar[ResourceType] = PODS
+
+    virtual_services: Informer
+
+    def setup(self, ctx: SyncContext) -> None:
+        super().setup(ctx)
+        # Virtual services per namespace: the docker-link env vars a pod would have had.
+        self.virtual_services = ctx.virtual.informer(SERVICES, indexers={NAMESPACE_INDEX: _namespace_index})
+        self.host_services = ctx.host.informer(
+            SERVICES, namespace=ctx.host_namespace, label_selector=ctx.marker_selector
+        )
+        self.host_services.add_listener(self._on_host_service)
+        # Namespace labels resolve `namespaceSelector` in affinity terms.
+        self.namespaces = ctx.virtual.informer(NAMESPACES)
+
+    def _on_host_service(self, old: Obj | None, new: Obj | None) -> None:
+        """The kube-dns copy got its ClusterIP: pods waiting for DNS can go now."""
+        if new is None or new["metadata"]["name"] != self.dns_service_host_name:
+            return
+        if (old or {}).get("spec", {}).get("clusterIP") == new.get("spec", {}).get("clusterIP"):
+            return
+        for pod in self.virtual_informer.store.list():
+            if not pod.get("spec", {}).get("nodeName"):
+                self.queue_add(f"{pod['metadata']['namespace']}/{pod['metadata']['name']}")
+
+    @property
+    def dns_service_host_name(self) -> str:
+        return self.ctx.host_name("kube-dns", "kube-system")
+
+    def dns_ip(self) -> str | None:
+        svc = self.host_services.store.get(f"{self.ctx.host_namespace}/{self.dns_service_host_name}")
+        ip = (svc or {}).get("spec", {}).get("clusterIP")
+        return str(ip) if ip and ip != "None" else None
+
+    def pod_context(self, virtual: Obj, token_secret: str | None) -> pod_translate.PodContext:
+        namespace = virtual["metadata"]["namespace"]
+        return pod_translate.PodContext(
+            vcluster=self.ctx.vcluster,
+            host_namespace=self.ctx.host_namespace,
+            cluster_domain=self.ctx.options.cluster_domain,
+            kube_service_ip=self.ctx.kube_service_ip,
+            dns_ip=self.dns_ip(),
+            service_env=self.virtual_services.store.by_index(NAMESPACE_INDEX, namespace),
+            token_secret_name=token_secret,
+            sync_priority_classes=self.ctx.options.syncs("priorityclasses"),
+            namespace_labels=self._namespace_labels() if (virtual.get("spec") or {}).get("affinity") else {},
+        )
+
+    def _namespace_labels(self) -> dict[str, dict[str, str]]:
+        return {
+            ns["metadata"]["name"]: ns["metadata"].get("labels") or {} for ns in self.namespaces.store.list()
+        }
+
+    # --- reconcile
+
+    async def reconcile(self, key: str) -> None:
+        namespace, name = split_key(key)
+        virtual = self.virtual(key)
+        host = self.host_for(namespace, name)
+        if host is not None:
+            owned = self.ownership_of(host, namespace, name, virtual)
+            if owned is Ownership.PREVIOUS_INCARNATION:
+                await self.delete_host(host)
+                return
+            if owned is not Ownership.OURS:
+                if virtual is not None:
+                    await self.refuse(virtual, host)
+                return
+        if virtual is None:
+            if host is not None and not host["metadata"].get("deletionTimestamp"):
+                await self.delete_host(host)
+            return
+        vmeta = virtual["metadata"]
+        if vmeta.get("deletionTimestamp"):
+            if host is None:
+                await self._delete_virtual(virtual, 0)
+            elif not host["metadata"].get("deletionTimestamp"):
+                await self.delete_host(host, grace_period_seconds=vmeta.get("deletionGracePeriodSeconds"))
+            else:
+                await self._sync_status(virtual, host)
+            return
+        if host is None:
+            if virtual.get("spec", {}).get("nodeName"):
+                # It ran on the host and the host pod is gone: the host decided (eviction, deletion).
+                log.info("host pod gone after it started; deleting the virtual pod", extra={"pod": key})
+                await self._delete_virtual(virtual, 0)
+                return
+            await self.create(virtual)
+            return
+        if host["metadata"].get("deletionTimestamp"):
+            grace = host["metadata"].get("deletionGracePeriodSeconds")
+            await self._delete_virtual(virtual, grace)
+        await self._bind(virtual, host)
+        await self._sync_status(virtual, host)
+        patch = pod_translate.host_pod_update(virtual, host, self.pod_context(virtual, None))
+        if patch is not None:
+            await self.patch_host(host, patch)
+
+    async def _delete_virtual(self, virtual: Obj, grace: int | None) -> None:
+        meta = virtual["metadata"]
+        try:
+            await self.ctx.virtual_client.delete(
+                PODS,
+                meta["name"],
+                meta["namespace"],
+                grace_period_seconds=grace,
+                preconditions={"uid": meta["uid"]},
+            )
+        except ApiError as err:
+            if not (err.not_found or err.conflict):
+                raise
+
+    async def _bind(self, virtual: Obj, host: Obj) -> None:
+        node = host.get("spec", {}).get("nodeName")
+        if not node or virtual.get("spec", {}).get("nodeName"):
+            return
+        nodes = self.ctx.syncers.get("nodes")
+        if nodes is not None:
+            await nodes.ensure(node)  # type: ignore[attr-defined]  # FakeNodes; the Protocol stays minimal
+        meta = virtual["metadata"]
+        try:
+            await self.ctx.virtual_client.create_subresource(
+                PODS,
+                meta["name"],
+                meta["namespace"],
+                "binding",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Binding",
+                    "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+                },
+            )
+        except ApiError as err:
+            if not err.conflict:  # already bound: the next event shows it
+                raise
+
+    async def _sync_status(self, virtual: Obj, host: Obj) -> None:
+        status = pod_translate.virtual_status_update(virtual, host)
+        if status is None:
+            return
+        updated = dict(virtual)
+        updated["status"] = status
+        await self.ctx.virtual_client.replace_status(PODS, updated)
+
+    # --- create
+
+    async def create(self, virtual: Obj, body: Obj | None = None) -> None:
+        level = self.ctx.options.pod_security_standard
+        violations = podsecurity.check_pod(virtual, level)
+        if violations:
+            await self.ctx.recorder.warning(
+                virtual,
+                SYNC_ERROR,
+                f"refused by pod security level {level!r}: " + "; ".join(violations),
+            )
+            return
+        host_name = self.ctx.host_name(virtual["metadata"]["name"], virtual["metadata"]["namespace"])
+        requests = pod_translate.token_requests(virtual)
+        secret = token_secret_name(host_name) if requests else None
+        try:
+            body = body or pod_translate.translate_pod(virtual, self.pod_context(virtual, secret))
+        except pod_translate.DnsNotReady:
+            await self.ctx.recorder.warning(
+                virtual,
+                SYNC_ERROR,
+                "waiting for the DNS service kube-system/kube-dns of the virtual cluster to be synced",
+            )
+            return  # the kube-dns host service listener requeues us
+        if secret is not None:
+            await self._write_token_secret(virtual, secret, host_name, requests)
+        await super().create(virtual, body)
+
+    async def _write_token_secret(
+        self,
+        virtual: Obj,
+        secret_name: str,
+        host_pod_name: str,
+        requests: list[pod_translate.TokenRequestSpec],
+    ) -> None:
+        meta = virtual["metadata"]
+        account = virtual.get("spec", {}).get("serviceAccountName") or "default"
+        data: dict[str, str] = {}
+        for key, audience, expiration in requests:
+            review = await self.ctx.virtual_client.create_subresource(
+                SERVICE_ACCOUNTS,
+                account,
+                meta["namespace"],
+                "token",
+                {
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenRequest",
+                    "spec": {
+                        "audiences": [audience] if audience else [],
+                        "expirationSeconds": expiration,
+                        "boundObjectRef": {
+                            "apiVersion": "v1",
+                            "kind": "Pod",
+                            "name": meta["name"],
+                            "uid": meta["uid"],
+                        },
+                    },
+                },
+            )
+            data[key] = base64.b64encode(review["status"]["token"].encode()).decode()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": secret_name,
+                "namespace": self.ctx.host_namespace,
+                "labels": metadata.host_labels({}, self.ctx.vcluster, meta["namespace"]),
+                "annotations": {TOKEN_OWNER_ANNOTATION: host_pod_name},
+            },
+            "data": data,
+        }
+        try:
+            await self.ctx.host_client.create(SECRETS, body, self.ctx.host_namespace)
+        except ApiError as err:
+            if not err.already_exists:
+                raise
+            existing = await self.ctx.host_client.get(SECRETS, secret_name, self.ctx.host_namespace)
+            labels = existing["metadata"].get("labels") or {}
+            if labels.get(names.MARKER_LABEL) != self.ctx.vcluster:
+                raise RuntimeError(f"host secret {secret_name} exists and is not ours") from err
+            existing["data"] = data
+            await self.ctx.host_client.replace(SECRETS, existing)
+
+    async def after_create(self, virtual: Obj, host: Obj) -> None:
+        """Hand the token secret to the host pod, so the host's garbage collector removes it with it."""
+        if not pod_translate.token_requests(virtual):
+            return
+        meta = host["metadata"]
+        await self.ctx.host_client.patch(
+            SECRETS,
+            token_secret_name(meta["name"]),
+            {
+                "metadata": {
+                    "ownerReferences": [
+                        {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}
+                    ]
+                }
+            },
+            self.ctx.host_namespace,
+        )
+
+    async def update(self, virtual: Obj, host: Obj) -> None:
+        """A create found our own pod (the informer lagged): the host pod's event reconciles it."""
