@@ -8,7 +8,8 @@ Three promises, because tests and `vcluster-py up` both depend on them:
   API servers, then their stores — an API server whose store vanished first was seen to ignore
   SIGTERM for a minute), each gets a short grace period, then SIGKILL, and we wait for it;
 * if our own Python process dies without cleaning up (SIGKILL, a crashed test runner), the kernel
-  sends SIGTERM to the children (PR_SET_PDEATHSIG), so no orphan control plane keeps ports busy.
+  kills the children (PR_SET_PDEATHSIG with SIGKILL: an API server whose store dies at the same
+  moment ignores SIGTERM for a minute), so no orphan control plane keeps ports busy.
 
 The code is synchronous on purpose: start-up is a handful of blocking steps, and callers from
 asyncio run it in their own process (the control plane spawns `vcluster-py` children).
@@ -59,7 +60,7 @@ def free_port() -> int:
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass

@@ -63,6 +63,9 @@ class Pods(MirroredKind):
             SERVICES, namespace=ctx.host_namespace, label_selector=ctx.marker_selector
         )
         self.host_services.add_listener(self._on_host_service)
+        self.host_secrets = ctx.host.informer(
+            SECRETS, namespace=ctx.host_namespace, label_selector=ctx.marker_selector
+        )
         # Namespace labels resolve `namespaceSelector` in affinity terms.
         self.namespaces = ctx.virtual.informer(NAMESPACES)
 
@@ -143,6 +146,8 @@ class Pods(MirroredKind):
         if host["metadata"].get("deletionTimestamp"):
             grace = host["metadata"].get("deletionGracePeriodSeconds")
             await self._delete_virtual(virtual, grace)
+        if self.token_secret_missing(virtual, host):
+            await self._write_token_secret(virtual, host, pod_translate.token_requests(virtual))
         await self._bind(virtual, host)
         await self._sync_status(virtual, host)
         patch = pod_translate.host_pod_update(virtual, host, self.pod_context(virtual, None))
@@ -220,18 +225,20 @@ class Pods(MirroredKind):
                 "waiting for the DNS service kube-system/kube-dns of the virtual cluster to be synced",
             )
             return  # the kube-dns host service listener requeues us
-        if secret is not None:
-            await self._write_token_secret(virtual, secret, host_name, requests)
         await super().create(virtual, body)
 
     async def _write_token_secret(
-        self,
-        virtual: Obj,
-        secret_name: str,
-        host_pod_name: str,
-        requests: list[pod_translate.TokenRequestSpec],
+        self, virtual: Obj, host: Obj, requests: list[pod_translate.TokenRequestSpec]
     ) -> None:
+        """Mint the pod's tokens in the virtual cluster; store them in a Secret the host pod owns.
+
+        The host pod is created first and mounts the Secret by name: a kubelet retries the mount
+        until the Secret exists, and owning it from the start lets the host's garbage collector
+        remove it with the pod — one write per pod fewer than patching the owner in afterwards.
+        """
         meta = virtual["metadata"]
+        host_pod_name = host["metadata"]["name"]
+        secret_name = token_secret_name(host_pod_name)
         account = virtual.get("spec", {}).get("serviceAccountName") or "default"
         data: dict[str, str] = {}
         for key, audience, expiration in requests:
@@ -265,6 +272,9 @@ class Pods(MirroredKind):
                 "namespace": self.ctx.host_namespace,
                 "labels": metadata.host_labels({}, self.ctx.vcluster, meta["namespace"]),
                 "annotations": {TOKEN_OWNER_ANNOTATION: host_pod_name},
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "Pod", "name": host_pod_name, "uid": host["metadata"]["uid"]}
+                ],
             },
             "data": data,
         }
@@ -281,22 +291,15 @@ class Pods(MirroredKind):
             await self.ctx.host_client.replace(SECRETS, existing)
 
     async def after_create(self, virtual: Obj, host: Obj) -> None:
-        """Hand the token secret to the host pod, so the host's garbage collector removes it with it."""
-        if not pod_translate.token_requests(virtual):
-            return
-        meta = host["metadata"]
-        await self.ctx.host_client.patch(
-            SECRETS,
-            token_secret_name(meta["name"]),
-            {
-                "metadata": {
-                    "ownerReferences": [
-                        {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}
-                    ]
-                }
-            },
-            self.ctx.host_namespace,
-        )
+        requests = pod_translate.token_requests(virtual)
+        if requests:
+            await self._write_token_secret(virtual, host, requests)
+
+    def token_secret_missing(self, virtual: Obj, host: Obj) -> bool:
+        if host["metadata"].get("deletionTimestamp") or not pod_translate.token_requests(virtual):
+            return False
+        name = token_secret_name(host["metadata"]["name"])
+        return self.host_secrets.store.get(f"{self.ctx.host_namespace}/{name}") is None
 
     async def update(self, virtual: Obj, host: Obj) -> None:
         """A create found our own pod (the informer lagged): the host pod's event reconciles it."""

@@ -22,7 +22,7 @@ from controlplane.local.binaries import Binaries
 from controlplane.local.host import HostCluster, cri_log_line
 from controlplane.local.processes import port_open
 from controlplane.local.virtual import VirtualControlPlane
-from tests.support import Kubectl, eventually, unique_name
+from tests.support import Kubectl, eventually, kubectl_for, unique_name
 
 pytestmark = pytest.mark.e2e
 
@@ -251,3 +251,62 @@ def test_a_process_that_dies_raises_with_its_log(tmp_path: Path, binaries: Binar
     proc.start()
     with pytest.raises(ProcessFailed, match="no-such-flag"):
         wait_until(lambda: False, timeout=30, what="never", watch=[proc])
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_up_runs_host_virtual_cluster_and_syncer_and_ctrl_c_stops_everything(
+    tmp_path: Path, binaries: Binaries
+) -> None:
+    import signal
+    import sys
+
+    state = tmp_path / "up-state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controlplane", "up", f"--state-dir={state}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = ""
+        for line in proc.stdout:
+            seen += line
+            if "Ctrl-C stops everything" in line:
+                break
+        assert "vcluster-py is up" in seen, seen
+        children = _processes_mentioning(str(state))
+        names = " ".join(
+            Path(f"/proc/{p}/comm").read_text().strip() for p in children if Path(f"/proc/{p}").exists()
+        )
+        for expected in ("etcd", "kube-apiserver", "kwok", "kine", "python"):
+            assert expected in names, names
+        vkc = state / "kubeconfig-vcluster.yaml"
+        kubectl = kubectl_for(binaries, vkc)
+        kubectl("run", "from-up", "--image=registry.invalid/app:1")
+        host = kubectl_for(binaries, state / "kubeconfig-host.yaml")
+        eventually(
+            lambda: "from-up" in host("get", "pods", "-n", "vcluster", "-o", "name").stdout,
+            timeout=60,
+            what="the syncer started by `up` copies a pod to the host",
+        )
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+    eventually(lambda: not _processes_mentioning(str(state)), timeout=30, what="no process of `up` left")

@@ -1,0 +1,253 @@
+"""Pod sync benchmark: how fast virtual pods reach the host, compared with writing them directly.
+
+Starts a local host cluster and a virtual cluster with its syncer, then for each N:
+
+* burst: create N pods in the virtual cluster as fast as the API allows (C concurrent creates);
+  measure when each host copy is first seen (host watch) and when the virtual pod shows Running
+  after the host pod did (status back-sync);
+* baseline, same run: the same pod bodies written straight to the host API server with the same
+  HTTP client and concurrency — the syncer can at best match that rate;
+* paced: pods at a fixed 20/s, for the create → host-seen latency a steady user sees;
+* syncer RSS before and after, per synced pod.
+
+Latencies are measured from the client's create response to the watch event (creationTimestamp
+has one-second resolution). Prints a table and writes JSON (bench/results/sync_pods.json).
+
+    python bench/sync_pods.py --pods 100 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from controlplane.local.host import HostCluster
+from controlplane.local.tenant import LocalVirtualCluster
+from syncer.kube.client import KubeClient
+from syncer.kube.resources import NAMESPACES, PODS
+from syncer.translate.names import ANN_OBJECT_NAME
+
+CLIENT_QPS, CLIENT_BURST = 200.0, 400  # what the syncer's host client uses
+
+
+def pod(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class Run:
+    pods: int
+    mode: str
+    seconds: float = 0.0
+    rate: float = 0.0
+    host_seen_p50_ms: float = 0.0
+    host_seen_p99_ms: float = 0.0
+    status_back_p50_ms: float = 0.0
+    status_back_p99_ms: float = 0.0
+    rss_before_kib: int = 0
+    rss_after_kib: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+async def _watch(
+    client: KubeClient,
+    namespace: str,
+    seen: dict[str, float],
+    running: dict[str, float],
+    key: str,
+    stop: asyncio.Event,
+) -> None:
+    listed = await client.list(PODS, namespace)
+    rv = listed["metadata"]["resourceVersion"]
+    async for event in client.watch(PODS, namespace, resource_version=rv, timeout_seconds=600):
+        obj = event.get("object") or {}
+        if event.get("type") == "BOOKMARK" or not obj.get("metadata"):
+            continue
+        name = (obj["metadata"].get("annotations") or {}).get(key, "") if key else obj["metadata"]["name"]
+        now = time.perf_counter()
+        seen.setdefault(name, now)
+        if (obj.get("status") or {}).get("phase") == "Running":
+            running.setdefault(name, now)
+        if stop.is_set():
+            return
+
+
+async def create_all(
+    client: KubeClient, namespace: str, names: list[str], concurrency: int, pace: float | None
+) -> dict[str, float]:
+    created: dict[str, float] = {}
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(name: str, at: float) -> None:
+        if pace:
+            delay = at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        async with sem:
+            await client.create(PODS, pod(name, namespace), namespace)
+            created[name] = time.perf_counter()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(n, start + i / pace if pace else start) for i, n in enumerate(names)))
+    return created
+
+
+async def wait_for(condition: Any, timeout: float) -> None:
+    deadline = time.perf_counter() + timeout
+    while not condition():
+        if time.perf_counter() > deadline:
+            raise TimeoutError("benchmark condition not reached")
+        await asyncio.sleep(0.05)
+
+
+async def through_syncer(
+    vc: LocalVirtualCluster, n: int, concurrency: int, pace: float | None, tag: str
+) -> Run:
+    vclient = KubeClient.from_kubeconfig(
+        vc.plane.admin_kubeconfig_path, name="bench-virtual", qps=CLIENT_QPS, burst=CLIENT_BURST
+    )
+    hclient = KubeClient.from_kubeconfig(
+        vc.host.kubeconfig, name="bench-host", qps=CLIENT_QPS, burst=CLIENT_BURST
+    )
+    ns = f"bench-{tag}-{n}"
+    await vclient.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    names = [f"p{i}" for i in range(n)]
+    host_seen: dict[str, float] = {}
+    host_running: dict[str, float] = {}
+    virtual_seen: dict[str, float] = {}
+    virtual_running: dict[str, float] = {}
+    stop = asyncio.Event()
+    syncer_pid = vc.syncers.processes[0].pid or 0
+    run = Run(pods=n, mode=f"syncer{'-paced' if pace else ''}", rss_before_kib=rss_kib(syncer_pid))
+    async with asyncio.TaskGroup() as tasks:
+        watchers = [
+            tasks.create_task(_watch(hclient, vc.namespace, host_seen, host_running, ANN_OBJECT_NAME, stop)),
+            tasks.create_task(_watch(vclient, ns, virtual_seen, virtual_running, "", stop)),
+        ]
+        await asyncio.sleep(0.5)  # let both watches open before the first create
+        start = time.perf_counter()
+        created = await create_all(vclient, ns, names, concurrency, pace)
+        await wait_for(lambda: all(x in host_seen for x in names), 600)
+        run.seconds = max(host_seen[x] for x in names) - start
+        await wait_for(lambda: all(x in virtual_running for x in names), 600)
+        stop.set()
+        for w in watchers:
+            w.cancel()
+    lat = [(host_seen[x] - created[x]) * 1000 for x in names]
+    back = [(virtual_running[x] - host_running[x]) * 1000 for x in names if x in host_running]
+    run.rate = n / run.seconds
+    run.host_seen_p50_ms, run.host_seen_p99_ms = percentile(lat, 0.5), percentile(lat, 0.99)
+    run.status_back_p50_ms, run.status_back_p99_ms = percentile(back, 0.5), percentile(back, 0.99)
+    run.rss_after_kib = rss_kib(syncer_pid)
+    run.extra["rss_growth_kib_per_pod"] = (run.rss_after_kib - run.rss_before_kib) / n
+    await vclient.close()
+    await hclient.close()
+    return run
+
+
+async def direct(host: HostCluster, n: int, concurrency: int) -> Run:
+    client = KubeClient.from_kubeconfig(
+        host.kubeconfig, name="bench-direct", qps=CLIENT_QPS, burst=CLIENT_BURST
+    )
+    ns = f"bench-direct-{n}"
+    await client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    names = [f"p{i}" for i in range(n)]
+    start = time.perf_counter()
+    created = await create_all(client, ns, names, concurrency, None)
+    run = Run(pods=n, mode="direct-to-host", seconds=max(created.values()) - start)
+    run.rate = n / run.seconds
+    await client.close()
+    return run
+
+
+def table(runs: list[Run]) -> str:
+    head = f"{'mode':<16}{'pods':>6}{'secs':>8}{'pods/s':>9}{'seen p50':>10}{'seen p99':>10}{'back p50':>10}{'back p99':>10}{'RSS KiB/pod':>12}"
+    lines = [head, "-" * len(head)]
+    for r in runs:
+        lines.append(
+            f"{r.mode:<16}{r.pods:>6}{r.seconds:>8.2f}{r.rate:>9.1f}{r.host_seen_p50_ms:>9.0f}m{r.host_seen_p99_ms:>9.0f}m"
+            f"{r.status_back_p50_ms:>9.0f}m{r.status_back_p99_ms:>9.0f}m{r.extra.get('rss_growth_kib_per_pod', 0):>12.1f}"
+        )
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    state = Path(tempfile.mkdtemp(prefix="bench-sync-"))
+    host = HostCluster(state / "host", nodes=2)
+    host.start()
+    vc = LocalVirtualCluster(host, "bench", "bench-host", state / "vc", syncer_args=("--workers=8",))
+    results: list[Run] = []
+    try:
+        vc.start()
+        for n in args.pods:
+            results.append(await direct(host, n, args.concurrency))
+            results.append(await through_syncer(vc, n, args.concurrency, None, "burst"))
+        results.append(await through_syncer(vc, args.paced_pods, args.concurrency, 20.0, "paced"))
+    finally:
+        vc.stop()
+        host.stop()
+    ratios = {}
+    for n in args.pods:
+        d = next(r for r in results if r.mode == "direct-to-host" and r.pods == n)
+        s = next(r for r in results if r.mode == "syncer" and r.pods == n)
+        ratios[str(n)] = s.rate / d.rate
+    paced = results[-1]
+    print(table(results))
+    for n, ratio in ratios.items():
+        print(f"throughput ratio syncer/direct at {n} pods: {ratio:.2f} (target >= 0.8)")
+    print(f"paced 20 pods/s: create → host seen p99 {paced.host_seen_p99_ms:.0f} ms (target <= 1000 ms)")
+    return {
+        "runs": [asdict(r) for r in results],
+        "throughput_ratio": ratios,
+        "paced_p99_ms": paced.host_seen_p99_ms,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pods", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--paced-pods", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sync_pods.json")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the clusters on SIGTERM too
+    report = asyncio.run(main_async(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
