@@ -53,7 +53,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def rss_kib(pid: int) -> int:
@@ -121,8 +121,8 @@ async def create_all(
     return created
 
 
-async def wait_for(condition: Any, timeout: float) -> None:
-    deadline = time.perf_counter() + timeout
+async def wait_for(condition: Any, limit: float) -> None:
+    deadline = time.perf_counter() + limit
     while not condition():
         if time.perf_counter() > deadline:
             raise TimeoutError("benchmark condition not reached")
@@ -185,24 +185,35 @@ async def direct(host: HostCluster, n: int, concurrency: int) -> Run:
     created = await create_all(client, ns, names, concurrency, None)
     run = Run(pods=n, mode="direct-to-host", seconds=max(created.values()) - start)
     run.rate = n / run.seconds
+    await client.delete(NAMESPACES, ns)  # free the nodes for the syncer's run
     await client.close()
     return run
 
 
+COLUMNS = (
+    ("mode", "<16", lambda r: r.mode),
+    ("pods", ">6", lambda r: r.pods),
+    ("secs", ">8.2f", lambda r: r.seconds),
+    ("pods/s", ">9.1f", lambda r: r.rate),
+    ("seen p50 ms", ">12.0f", lambda r: r.host_seen_p50_ms),
+    ("seen p99 ms", ">12.0f", lambda r: r.host_seen_p99_ms),
+    ("back p50 ms", ">12.0f", lambda r: r.status_back_p50_ms),
+    ("back p99 ms", ">12.0f", lambda r: r.status_back_p99_ms),
+    ("RSS KiB/pod", ">12.1f", lambda r: r.extra.get("rss_growth_kib_per_pod", 0.0)),
+)
+
+
 def table(runs: list[Run]) -> str:
-    head = f"{'mode':<16}{'pods':>6}{'secs':>8}{'pods/s':>9}{'seen p50':>10}{'seen p99':>10}{'back p50':>10}{'back p99':>10}{'RSS KiB/pod':>12}"
+    head = "".join(f"{name:{spec.split('.')[0].rstrip('f')}}" for name, spec, _ in COLUMNS)
     lines = [head, "-" * len(head)]
     for r in runs:
-        lines.append(
-            f"{r.mode:<16}{r.pods:>6}{r.seconds:>8.2f}{r.rate:>9.1f}{r.host_seen_p50_ms:>9.0f}m{r.host_seen_p99_ms:>9.0f}m"
-            f"{r.status_back_p50_ms:>9.0f}m{r.status_back_p99_ms:>9.0f}m{r.extra.get('rss_growth_kib_per_pod', 0):>12.1f}"
-        )
+        lines.append("".join(f"{value(r):{spec}}" for _, spec, value in COLUMNS))
     return "\n".join(lines)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     state = Path(tempfile.mkdtemp(prefix="bench-sync-"))
-    host = HostCluster(state / "host", nodes=2)
+    host = HostCluster(state / "host", nodes=2, max_pods_per_node=5000)
     host.start()
     vc = LocalVirtualCluster(host, "bench", "bench-host", state / "vc", syncer_args=("--workers=8",))
     results: list[Run] = []

@@ -24,6 +24,8 @@ HOST_ROLE_RULES: list[dict[str, Any]] = [
         "verbs": ["create", "get"],
     },
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    # Readiness-gate conditions and `kubectl debug` containers of tenant pods.
+    {"apiGroups": [""], "resources": ["pods/status", "pods/ephemeralcontainers"], "verbs": ["patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": _CRUD},
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},

@@ -44,8 +44,8 @@ def cri_log_line(text: str, stream: str = "stdout") -> str:
     return f"{now} {stream} F {text}\n"
 
 
-def _node(name: str) -> dict[str, Any]:
-    capacity = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti"}
+def _node(name: str, max_pods: int) -> dict[str, Any]:
+    capacity = {"cpu": "32", "memory": "256Gi", "pods": str(max_pods), "ephemeral-storage": "1Ti"}
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -70,6 +70,7 @@ class HostCluster:
 
     state_dir: Path
     nodes: int = 2
+    max_pods_per_node: int = 110
     binaries: Binaries = field(default_factory=Binaries.locate)
     service_cidr: str = SERVICE_CIDR
     pod_cidr: str = POD_CIDR
@@ -177,7 +178,12 @@ class HostCluster:
             )
         )
         kwok = self._start_kwok()
-        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all([_node(n) for n in self.node_names]))
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            stdin=yaml.safe_dump_all([_node(n, self.max_pods_per_node) for n in self.node_names]),
+        )
         watched = [etcd, apiserver, kcm, scheduler, kwok]
         wait_until(self._nodes_ready, timeout=60, what="kwok nodes Ready", watch=watched, interval=0.2)
         t = self._mark("nodes", t)

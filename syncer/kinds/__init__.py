@@ -11,7 +11,9 @@ from collections.abc import Callable
 from ..controller import KindSyncer
 from ..options import SyncerOptions
 from .configmaps import ConfigMaps, Secrets
+from .endpoints import Endpoints
 from .events import Events
+from .ingresses import Ingresses
 from .nodes import FakeNodes
 from .pods import Pods
 from .services import Services
@@ -19,6 +21,8 @@ from .services import Services
 REGISTRY: dict[str, Callable[[], KindSyncer]] = {
     "pods": Pods,
     "services": Services,
+    "endpoints": Endpoints,
+    "ingresses": Ingresses,
     "configmaps": ConfigMaps,
     "secrets": Secrets,
     "events": Events,

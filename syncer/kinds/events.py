@@ -85,7 +85,7 @@ class Events:
         if host_event is None:
             return
         involved = host_event.get("involvedObject") or {}
-        virtual = virtual_event(host_event, resolve=self.resolve)
+        virtual = virtual_event(host_event, resolve=self.resolve, vcluster=self.ctx.vcluster)
         if virtual is None:
             if (
                 self._host_store_for(involved.get("kind", "")) is not None

@@ -153,6 +153,7 @@ class Pods(MirroredKind):
         patch = pod_translate.host_pod_update(virtual, host, self.pod_context(virtual, None))
         if patch is not None:
             await self.patch_host(host, patch)
+        await self._sync_host_subresources(virtual, host)
 
     async def _delete_virtual(self, virtual: Obj, grace: int | None) -> None:
         meta = virtual["metadata"]
@@ -192,6 +193,29 @@ class Pods(MirroredKind):
         except ApiError as err:
             if not err.conflict:  # already bound: the next event shows it
                 raise
+
+    async def _sync_host_subresources(self, virtual: Obj, host: Obj) -> None:
+        """Readiness-gate conditions (only the tenant's controllers set them) and `kubectl debug`
+        containers reach the host pod through their subresources; both are no-ops almost always."""
+        meta = host["metadata"]
+        gates = pod_translate.host_status_update(virtual, host)
+        if gates is not None:
+            await self.ctx.host_client.patch(
+                PODS, meta["name"], {"status": gates}, meta["namespace"], subresource="status"
+            )
+        if virtual.get("spec", {}).get("ephemeralContainers"):
+            token_secret = token_secret_name(meta["name"]) if pod_translate.token_requests(virtual) else None
+            ephemeral = pod_translate.host_ephemeral_containers(
+                virtual, host, self.pod_context(virtual, token_secret)
+            )
+            if ephemeral is not None:
+                await self.ctx.host_client.patch(
+                    PODS,
+                    meta["name"],
+                    {"spec": {"ephemeralContainers": ephemeral}},
+                    meta["namespace"],
+                    subresource="ephemeralcontainers",
+                )
 
     async def _sync_status(self, virtual: Obj, host: Obj) -> None:
         status = pod_translate.virtual_status_update(virtual, host)

@@ -13,13 +13,16 @@ ClusterIP of the syncer's own host Service, so in-pod clients reach the virtual 
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+from ..controller import split_key
 from ..kube.client import ApiError
 from ..kube.resources import SERVICES, ResourceType
-from ..translate import metadata
+from ..translate import metadata, names
+from ..translate.metadata import Ownership
 from .base import SYNC_ERROR, MirroredKind
 
 log = logging.getLogger(__name__)
@@ -52,32 +55,56 @@ def _real_ip(ip: object) -> str | None:
     return str(ip) if ip and ip != "None" else None
 
 
+def host_spec(virtual: Obj, vcluster: str, *, with_ip: bool = True, with_node_ports: bool = True) -> Obj:
+    """The host spec of a virtual service (a plain function: the proxy's service create uses it too)."""
+    vspec = virtual.get("spec") or {}
+    namespace = virtual["metadata"]["namespace"]
+    spec: Obj = {k: vspec[k] for k in COPIED_FIELDS if k in vspec}
+    ports = vspec.get("ports") or []
+    spec["ports"] = (
+        ports
+        if with_node_ports and vspec.get("type") in NODE_PORT_TYPES
+        else _ports_without_node_ports(ports)
+    )
+    if vspec.get("type") in NODE_PORT_TYPES and with_node_ports and vspec.get("healthCheckNodePort"):
+        spec["healthCheckNodePort"] = vspec["healthCheckNodePort"]
+    if vspec.get("selector"):
+        spec["selector"] = metadata.host_selector(vspec["selector"], vcluster, namespace)
+    if vspec.get("type") != "ExternalName":
+        ip = vspec.get("clusterIP")
+        if ip == "None":
+            spec["clusterIP"] = "None"
+        elif with_ip and _real_ip(ip):
+            spec["clusterIP"] = ip
+            spec["clusterIPs"] = vspec.get("clusterIPs") or [ip]
+    return spec
+
+
+PROXY_PENDING_SECONDS = 60.0
+"""How long a host service the proxy created ahead of its virtual service is left alone without one."""
+
+
+def is_pending_proxy_copy(host: Obj, now: datetime.datetime | None = None) -> bool:
+    """A host service the API proxy created first (to get one ClusterIP for both sides), whose virtual
+    service is still being created: its object-uid annotation is empty, since no virtual uid existed
+    yet. Within PROXY_PENDING_SECONDS it is neither garbage nor a previous incarnation."""
+    meta = host.get("metadata") or {}
+    if (meta.get("annotations") or {}).get(names.ANN_OBJECT_UID) != "":
+        return False
+    try:
+        created = datetime.datetime.fromisoformat(str(meta.get("creationTimestamp")).replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    now = now or datetime.datetime.now(datetime.UTC)
+    return (now - created).total_seconds() < PROXY_PENDING_SECONDS
+
+
 class Services(MirroredKind):
     resource: ClassVar[str] = "services"
     rtype: ClassVar[ResourceType] = SERVICES
 
     def desired_spec(self, virtual: Obj, *, with_ip: bool = True, with_node_ports: bool = True) -> Obj:
-        vspec = virtual.get("spec") or {}
-        namespace = virtual["metadata"]["namespace"]
-        spec: Obj = {k: vspec[k] for k in COPIED_FIELDS if k in vspec}
-        ports = vspec.get("ports") or []
-        spec["ports"] = (
-            ports
-            if with_node_ports and vspec.get("type") in NODE_PORT_TYPES
-            else _ports_without_node_ports(ports)
-        )
-        if vspec.get("type") in NODE_PORT_TYPES and with_node_ports and vspec.get("healthCheckNodePort"):
-            spec["healthCheckNodePort"] = vspec["healthCheckNodePort"]
-        if vspec.get("selector"):
-            spec["selector"] = metadata.host_selector(vspec["selector"], self.ctx.vcluster, namespace)
-        if vspec.get("type") != "ExternalName":
-            ip = vspec.get("clusterIP")
-            if ip == "None":
-                spec["clusterIP"] = "None"
-            elif with_ip and _real_ip(ip):
-                spec["clusterIP"] = ip
-                spec["clusterIPs"] = vspec.get("clusterIPs") or [ip]
-        return spec
+        return host_spec(virtual, self.ctx.vcluster, with_ip=with_ip, with_node_ports=with_node_ports)
 
     def desired_host(self, virtual: Obj) -> Obj:
         return {
@@ -92,10 +119,23 @@ class Services(MirroredKind):
             virtual["metadata"]["namespace"] == "default" and virtual["metadata"]["name"] == "kubernetes"
         )
 
+    def ownership_of(self, host: Obj, namespace: str, name: str, virtual: Obj | None) -> Ownership:
+        owned = super().ownership_of(host, namespace, name, virtual)
+        if owned is Ownership.PREVIOUS_INCARNATION and (
+            (host["metadata"].get("annotations") or {}).get(names.ANN_OBJECT_UID) == ""
+        ):
+            return Ownership.OURS  # made by the proxy before the virtual uid existed; update() fills it in
+        return owned
+
     async def reconcile(self, key: str) -> None:
         if key == "default/kubernetes":
             await self.sync_kubernetes_service()
             return
+        if self.virtual(key) is None:
+            namespace, name = split_key(key)
+            host = self.host_for(namespace, name)
+            if host is not None and is_pending_proxy_copy(host):
+                return  # the proxy is creating its virtual service; the drift pass collects leftovers
         await super().reconcile(key)
 
     async def create(self, virtual: Obj, body: Obj | None = None) -> None:

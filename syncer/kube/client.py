@@ -170,6 +170,13 @@ class ApiError(KubeError):
     def invalid(self) -> bool:
         return self.status == 422
 
+    @property
+    def retry_after_seconds(self) -> float | None:
+        """The server's `details.retryAfterSeconds` (429s and "storage is (re)initializing" carry it)."""
+        details = self.body.get("details")
+        value = details.get("retryAfterSeconds") if isinstance(details, dict) else None
+        return float(value) if isinstance(value, int | float) and value > 0 else None
+
 
 # -------------------------------------------------------------------------------------------- rate limit
 

@@ -151,6 +151,8 @@ class Reflector:
                 log.info("Watch silent for too long, reconnecting", extra=self._log_extra)
             except KubeError as exc:
                 delay = self._backoff.next()
+                if isinstance(exc, ApiError) and exc.retry_after_seconds is not None:
+                    delay = max(delay, min(exc.retry_after_seconds, self._backoff.cap))
                 if not need_list:
                     self._restarted("error")
                 log.warning(

@@ -545,6 +545,12 @@ def test_hostname_defaults_to_the_virtual_name() -> None:
     assert translate_pod(realistic_pod(hostname="mine"), context())["spec"]["hostname"] == "mine"
 
 
+def test_hostname_cut_never_ends_in_a_dash() -> None:
+    dotted = "a" * 62 + ".b"  # the dot becomes a dash at position 63
+    assert default_hostname(dotted) == "a" * 62
+    assert default_hostname("web.v1") == "web-v1"
+
+
 def test_subdomain_is_not_copied() -> None:
     assert (
         "subdomain" not in translate_pod(realistic_pod(hostname="web-0", subdomain="web"), context())["spec"]
