@@ -218,12 +218,19 @@ class Pods(MirroredKind):
                 )
 
     async def _sync_status(self, virtual: Obj, host: Obj) -> None:
+        """Host status wins. A merge patch (no resourceVersion precondition) cannot conflict with
+        the binding written a moment before; keys the host dropped are removed with nulls."""
         status = pod_translate.virtual_status_update(virtual, host)
         if status is None:
             return
-        updated = dict(virtual)
-        updated["status"] = status
-        await self.ctx.virtual_client.replace_status(PODS, updated)
+        patch: Obj = dict(status)
+        for key in virtual.get("status") or {}:
+            if key not in status:
+                patch[key] = None
+        meta = virtual["metadata"]
+        await self.ctx.virtual_client.patch(
+            PODS, meta["name"], {"status": patch}, meta["namespace"], subresource="status"
+        )
 
     # --- create
 

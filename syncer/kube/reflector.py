@@ -42,6 +42,14 @@ OnChange = Callable[[JsonObj | None, JsonObj | None], None]
 purpose: it should only enqueue keys, and must not block the reflector."""
 
 
+def _slim(obj: JsonObj) -> None:
+    """Drop `metadata.managedFields` before caching: no reader uses it, and it is often the largest
+    part of an object (the benchmark's memory per synced pod roughly halved without it)."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+
+
 class ReflectorStore(Protocol):
     """What a reflector needs from its store; `syncer.cache.store.Store` is the implementation.
 
@@ -175,6 +183,8 @@ class Reflector:
                 raise KubeError(str(exc)) from exc
             raise
         self._relists.inc()
+        for item in listing["items"]:
+            _slim(item)
         for old, new in self.store.replace(listing["items"]):
             self._emit(old, new)
         self.resource_version = str(listing["metadata"]["resourceVersion"])
@@ -232,6 +242,7 @@ class Reflector:
         self._backoff.reset()
         self.resource_version = rv
         if kind in ("ADDED", "MODIFIED"):
+            _slim(obj)
             old = self.store.upsert(obj)
             if old is None or _rv(old) != rv:
                 self._emit(old, obj)
