@@ -21,7 +21,10 @@ POD = {
         "volumes": [
             {"name": "cfg", "configMap": {"name": "cm-vol"}},
             {"name": "data", "persistentVolumeClaim": {"claimName": "claim"}},
-            {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"]}}}},
+            {
+                "name": "scratch",
+                "ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"]}}},
+            },
         ],
     },
 }
