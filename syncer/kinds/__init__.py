@@ -17,6 +17,8 @@ from .ingresses import Ingresses
 from .nodes import FakeNodes
 from .pods import Pods
 from .services import Services
+from .storageclasses import StorageClasses
+from .volumes import FakePersistentVolumes, PersistentVolumeClaims
 
 REGISTRY: dict[str, Callable[[], KindSyncer]] = {
     "pods": Pods,
@@ -27,6 +29,9 @@ REGISTRY: dict[str, Callable[[], KindSyncer]] = {
     "secrets": Secrets,
     "events": Events,
     "nodes": FakeNodes,
+    "persistentvolumeclaims": PersistentVolumeClaims,
+    "persistentvolumes": FakePersistentVolumes,
+    "storageclasses": StorageClasses,
 }
 
 

@@ -8,4 +8,6 @@ as arguments (no global state), so the syncer's controllers stay thin and all th
 * :mod:`.pods`: virtual pod → host pod, updates, status back, SA-token requests, references.
 * :mod:`.podsecurity`: Pod Security Standards check before a pod reaches the host.
 * :mod:`.events`: host events → virtual events without host names.
+* :mod:`.volumes`: PVCs, their status and bind annotations, fake PersistentVolumes.
+* :mod:`.storageclasses`: host StorageClasses mirrored read-only into the virtual cluster.
 """
