@@ -8,6 +8,7 @@ endpoints the tenant (or a tenant controller) writes by hand; only those are cop
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ..controller import SyncContext, virtual_key
@@ -20,6 +21,36 @@ Obj = dict[str, Any]
 
 # Set by the leader-election of old controllers on Endpoints objects: meaningless on the host.
 DROPPED_ANNOTATIONS = ("control-plane.alpha.kubernetes.io/leader",)
+
+
+def translate_subsets(
+    subsets: list[Obj], *, rename_pod: Callable[[str, str | None], str], host_namespace: str
+) -> list[Obj]:
+    """Subsets for the host: pod targetRefs point at the host pods; other refs and node names go
+    (a virtual node name is a host node name, but nothing guarantees the tenant wrote a real one)."""
+    translated_subsets = []
+    for subset in subsets:
+        translated = dict(subset)
+        for field in ("addresses", "notReadyAddresses"):
+            if field not in subset:
+                continue
+            addresses = []
+            for original in subset[field]:
+                address = dict(original)
+                ref = address.get("targetRef")
+                if ref and ref.get("kind") == "Pod":
+                    address["targetRef"] = {
+                        "kind": "Pod",
+                        "name": rename_pod(ref["name"], ref.get("namespace")),
+                        "namespace": host_namespace,
+                    }
+                elif ref:
+                    address.pop("targetRef")
+                address.pop("nodeName", None)
+                addresses.append(address)
+            translated[field] = addresses
+        translated_subsets.append(translated)
+    return translated_subsets
 
 
 class Endpoints(MirroredKind):
@@ -47,29 +78,11 @@ class Endpoints(MirroredKind):
 
     def _subsets(self, virtual: Obj) -> list[Obj]:
         namespace = virtual["metadata"]["namespace"]
-        subsets = []
-        for subset in virtual.get("subsets") or []:
-            translated = dict(subset)
-            for field in ("addresses", "notReadyAddresses"):
-                if field not in subset:
-                    continue
-                addresses = []
-                for address in subset[field]:
-                    address = dict(address)
-                    ref = address.get("targetRef")
-                    if ref and ref.get("kind") == "Pod":
-                        address["targetRef"] = {
-                            "kind": "Pod",
-                            "name": self.ctx.host_name(ref["name"], ref.get("namespace") or namespace),
-                            "namespace": self.ctx.host_namespace,
-                        }
-                    elif ref:
-                        address.pop("targetRef")
-                    address.pop("nodeName", None)  # virtual node names are host node names, but unverified
-                    addresses.append(address)
-                translated[field] = addresses
-            subsets.append(translated)
-        return subsets
+        return translate_subsets(
+            virtual.get("subsets") or [],
+            rename_pod=lambda name, ns: self.ctx.host_name(name, ns or namespace),
+            host_namespace=self.ctx.host_namespace,
+        )
 
     def desired_host(self, virtual: Obj) -> Obj:
         annotations = {

@@ -244,6 +244,15 @@ class Pods(MirroredKind):
                 f"refused by pod security level {level!r}: " + "; ".join(violations),
             )
             return
+        collisions = self.colliding_references(virtual)
+        if collisions:
+            await self.ctx.recorder.warning(
+                virtual,
+                SYNC_ERROR,
+                "not synced: its host name would point at another object's host copy: "
+                + "; ".join(collisions),
+            )
+            return
         host_name = self.ctx.host_name(virtual["metadata"]["name"], virtual["metadata"]["namespace"])
         requests = pod_translate.token_requests(virtual)
         secret = token_secret_name(host_name) if requests else None
@@ -257,6 +266,34 @@ class Pods(MirroredKind):
             )
             return  # the kube-dns host service listener requeues us
         await super().create(virtual, body)
+
+    def colliding_references(self, virtual: Obj) -> list[str]:
+        """References whose host name already belongs to ANOTHER virtual object.
+
+        With the ambiguous `-x-` names, `cfg` in `prod-x-team` and `cfg-x-prod` in `team` share a host
+        name; a pod in `prod-x-team` mounting `cfg` would read the other namespace's data. Such a pod
+        is refused instead (the referenced object itself gets its own SyncError from its kind).
+        """
+        namespace = virtual["metadata"]["namespace"]
+        found = []
+        for resource, refs in (
+            ("configmaps", pod_translate.referenced_configmaps),
+            ("secrets", pod_translate.referenced_secrets),
+            ("persistentvolumeclaims", pod_translate.referenced_pvcs),
+        ):
+            kind_syncer = self.ctx.syncers.get(resource)
+            if not isinstance(kind_syncer, MirroredKind):
+                continue
+            for name in refs(virtual):
+                host = kind_syncer.host_for(namespace, name)
+                if host is None:
+                    continue
+                owned = kind_syncer.ownership_of(host, namespace, name, None)
+                if owned is not Ownership.OURS:
+                    claimed = metadata.virtual_key_of(host)
+                    owner = f"{claimed[0]}/{claimed[1]}" if claimed else "an object this cluster does not own"
+                    found.append(f"{kind_syncer.kind} {name} -> {host['metadata']['name']} (used by {owner})")
+        return found
 
     async def _write_token_secret(
         self, virtual: Obj, host: Obj, requests: list[pod_translate.TokenRequestSpec]
