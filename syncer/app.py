@@ -9,6 +9,7 @@ Losing the lease ends the process with a non-zero code so the kubelet restarts i
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Sequence
@@ -88,12 +89,32 @@ async def resolve_kube_service_ip(client: KubeClient, options: SyncerOptions) ->
     return ip
 
 
+_INLINED = (
+    ("certificate-authority", "certificate-authority-data"),
+    ("client-certificate", "client-certificate-data"),
+    ("client-key", "client-key-data"),
+)
+
+
 def user_kubeconfig(options: SyncerOptions) -> dict[str, Any]:
-    """The virtual admin kubeconfig, pointed at the proxy (`--out-kube-config-server`, else localhost)."""
-    config: dict[str, Any] = yaml.safe_load(Path(options.virtual_kubeconfig).read_text())
+    """The virtual admin kubeconfig, pointed at the proxy (`--out-kube-config-server`, else localhost).
+
+    k3s writes its admin kubeconfig with file references under /data; a user has none of those files,
+    so every reference is inlined as `*-data`.
+    """
+    source = Path(options.virtual_kubeconfig)
+    config: dict[str, Any] = yaml.safe_load(source.read_text())
     server = options.out_kube_config_server or f"https://localhost:{options.proxy_port}"
+    entries = [c.setdefault("cluster", {}) for c in config.get("clusters") or []]
+    entries += [u.setdefault("user", {}) for u in config.get("users") or []]
+    for entry in entries:
+        for file_key, data_key in _INLINED:
+            path = entry.pop(file_key, None)
+            if path:
+                full = Path(path) if Path(path).is_absolute() else source.parent / path
+                entry[data_key] = base64.b64encode(full.read_bytes()).decode("ascii")
     for cluster in config.get("clusters") or []:
-        cluster.setdefault("cluster", {})["server"] = server
+        cluster["cluster"]["server"] = server
     return config
 
 
