@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from syncer import cli as syncer_cli
 from syncer.logs import configure_logging
 
+from . import serve as controlplane_command
 from . import up as up_command
+from . import vclusters as vcluster_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up_command.register(commands)
     syncer_cli.register(commands)
+    controlplane_command.register(commands)
+    vcluster_commands.register(commands)
     return parser
 
 

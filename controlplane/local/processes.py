@@ -114,7 +114,7 @@ class ManagedProcess:
                 f"{self.name} exited with code {code}; last lines of {self.log_path}:\n{self.log_tail()}"
             )
 
-    def stop(self, grace: float = 5.0) -> None:
+    def stop(self, grace: float = 3.0) -> None:
         proc = self.popen
         if proc is None or proc.poll() is not None:
             return

@@ -9,17 +9,19 @@ that reaches the host ONLY with that ServiceAccount's token — the same permiss
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
 from syncer import host_rbac
 from syncer.kube import kubeconfigs
 
-from .host import HostCluster
+from .binaries import Binaries
 from .processes import ManagedProcess, ProcessGroup, free_port, wait_until
 from .virtual import VirtualControlPlane
 
@@ -34,9 +36,34 @@ def _readyz(port: int) -> str | None:
         return None
 
 
+class _ServerCA(Protocol):
+    @property
+    def server_ca(self) -> Path: ...
+
+
+class HostAccess(Protocol):
+    """What a tenant needs of its host: HostCluster, or a host reached through a kubeconfig."""
+
+    @property
+    def service_cidr(self) -> str: ...
+
+    @property
+    def binaries(self) -> Binaries: ...
+
+    @property
+    def server(self) -> str: ...
+
+    @property
+    def pki(self) -> _ServerCA: ...
+
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
 @dataclass
 class LocalVirtualCluster:
-    host: HostCluster
+    host: HostAccess
     name: str
     namespace: str
     state_dir: Path

@@ -30,7 +30,7 @@ FAKE_NODE_LABEL = RESERVED_PREFIX + "fake-node"
 NODE_INDEX = "node-name"
 # A node ensured for a pod is in use before the binding reaches our pod store; do not delete it as
 # "unused" within this window.
-ENSURE_GRACE_SECONDS = 30.0
+ENSURE_GRACE_SECONDS = 10.0
 
 
 def _pod_node(pod: Obj) -> Iterable[str]:

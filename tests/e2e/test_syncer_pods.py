@@ -196,34 +196,49 @@ def test_host_events_appear_on_the_virtual_pod_without_host_names(
         assert event["involvedObject"]["namespace"] == vns
 
 
+SOLO_NODE = """
+apiVersion: v1
+kind: Node
+metadata:
+  name: {name}
+  labels: {{kubernetes.io/hostname: {name}, type: kwok}}
+  annotations: {{kwok.x-k8s.io/node: fake}}
+spec:
+  taints: [{{key: dedicated, value: fake-node-test, effect: NoSchedule}}]
+status:
+  capacity: {{cpu: "4", memory: 8Gi, pods: "10"}}
+  allocatable: {{cpu: "4", memory: 8Gi, pods: "10"}}
+"""
+
+SOLO_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {{name: n1, namespace: {ns}}}
+spec:
+  nodeSelector: {{kubernetes.io/hostname: {node}}}
+  tolerations: [{{key: dedicated, value: fake-node-test, effect: NoSchedule}}]
+  containers: [{{name: c, image: registry.invalid/app:1}}]
+"""
+
+
 def test_fake_node_exists_while_a_pod_is_bound(
-    vcluster: LocalVirtualCluster, vc_kubectl: Kubectl, vns: str
+    vcluster: LocalVirtualCluster, vc_kubectl: Kubectl, host_kubectl: Kubectl, vns: str
 ) -> None:
-    vc_kubectl("run", "n1", "--image=registry.invalid/app:1", "-n", vns)
-    node = wait_running(vc_kubectl, "n1", vns)["spec"]["nodeName"]
-    fake = get_json(vc_kubectl, "node", node)
-    assert fake is not None and fake["metadata"]["labels"]["vcluster.loft.sh/fake-node"] == "true"
-    assert {c["type"]: c["status"] for c in fake["status"]["conditions"]}["Ready"] == "True"
-    # Remove every pod bound to that node (other tests' pods may share it): the node goes.
-    vc_kubectl("delete", "namespace", vns, "--wait=false")
-    still_bound = lambda: [  # noqa: E731
-        p
-        for p in json.loads(vc_kubectl("get", "pods", "-A", "-o", "json").stdout)["items"]
-        if p["spec"].get("nodeName") == node
-    ]
-    for pod in still_bound():
-        vc_kubectl(
-            "delete",
-            "pod",
-            pod["metadata"]["name"],
-            "-n",
-            pod["metadata"]["namespace"],
-            "--wait=false",
-            check=False,
+    # A host node of its own (tainted), so no other pod — CoreDNS, other tests' pods — keeps it in use.
+    node = unique_name("solo-node")
+    host_kubectl("apply", "-f", "-", stdin=SOLO_NODE.format(name=node))
+    try:
+        vc_kubectl("apply", "-f", "-", stdin=SOLO_POD.format(ns=vns, node=node))
+        assert wait_running(vc_kubectl, "n1", vns)["spec"]["nodeName"] == node
+        fake = get_json(vc_kubectl, "node", node)
+        assert fake is not None and fake["metadata"]["labels"]["vcluster.loft.sh/fake-node"] == "true"
+        assert {c["type"]: c["status"] for c in fake["status"]["conditions"]}["Ready"] == "True"
+        vc_kubectl("delete", "pod", "n1", "-n", vns, "--wait=false")
+        eventually(
+            lambda: get_json(vc_kubectl, "node", node) is None, timeout=90, what=f"fake node {node} deleted"
         )
-    eventually(
-        lambda: get_json(vc_kubectl, "node", node) is None, timeout=90, what=f"fake node {node} deleted"
-    )
+    finally:
+        host_kubectl("delete", "node", node, "--wait=false", check=False)
 
 
 def test_deleting_either_side_deletes_the_other(
