@@ -45,8 +45,9 @@ class KindSyncer(Protocol):
     def setup(self, ctx: SyncContext) -> None:
         """Register informers, indexers and listeners (before anything runs)."""
 
-    async def reconcile(self, key: str) -> None:
-        """Bring host and virtual state for this virtual key together. Raise to retry with backoff."""
+    async def reconcile(self, key: str) -> float | None:
+        """Bring host and virtual state for this virtual key together. Raise to retry with backoff;
+        return a number of seconds to be called again for this key after that long."""
 
     def all_keys(self) -> Iterable[str]:
         """Every key the drift pass should look at: virtual objects and marked host copies."""

@@ -128,7 +128,7 @@ class MirroredKind:
 
     # --- the reconcile every mirrored kind shares
 
-    async def reconcile(self, key: str) -> None:
+    async def reconcile(self, key: str) -> float | None:
         namespace, name = split_key(key)
         virtual = self.virtual(key)
         host = self.host_for(namespace, name)
@@ -136,19 +136,20 @@ class MirroredKind:
             owned = self.ownership_of(host, namespace, name, virtual)
             if owned is Ownership.PREVIOUS_INCARNATION:
                 await self.delete_host(host)
-                return  # the deletion event brings us back to create the new incarnation
+                return None  # the deletion event brings us back to create the new incarnation
             if owned is not Ownership.OURS:
                 if virtual is not None:
                     await self.refuse(virtual, host)
-                return
+                return None
         if virtual is None or virtual["metadata"].get("deletionTimestamp") or not self.wanted(virtual):
             if host is not None:
                 await self.delete_host(host)
-            return
+            return None
         if host is None:
             await self.create(virtual)
         else:
             await self.update(virtual, host)
+        return None
 
     async def create(self, virtual: Obj, body: Obj | None = None) -> None:
         """Create the host copy (`body` when the caller already translated it)."""

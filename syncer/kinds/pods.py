@@ -21,7 +21,9 @@ read pods could copy them.
 from __future__ import annotations
 
 import base64
+import datetime
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -39,6 +41,22 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 NAMESPACE_INDEX = "namespace"
 TOKEN_OWNER_ANNOTATION = names.RESERVED_PREFIX + "token-for-pod"
+# Unix time after which the tokens in the Secret are minted again (80% of the shortest lifetime,
+# as the kubelet refreshes projected tokens): a pod running longer than its token keeps API access.
+TOKEN_REFRESH_ANNOTATION = names.RESERVED_PREFIX + "token-refresh-after"
+TOKEN_REFRESH_FRACTION = 0.8
+
+
+def token_refresh_at(now: float, expiration_timestamp: str | None, requested_seconds: int) -> float:
+    """When to mint a token again: 80% into its real lifetime (the server may extend what was asked)."""
+    lifetime = float(requested_seconds)
+    if expiration_timestamp:
+        try:
+            expires = datetime.datetime.fromisoformat(expiration_timestamp.replace("Z", "+00:00")).timestamp()
+            lifetime = max(0.0, expires - now)
+        except ValueError:
+            pass
+    return now + TOKEN_REFRESH_FRACTION * lifetime
 
 
 def _namespace_index(obj: Obj) -> Iterable[str]:
@@ -109,7 +127,7 @@ class Pods(MirroredKind):
 
     # --- reconcile
 
-    async def reconcile(self, key: str) -> None:
+    async def reconcile(self, key: str) -> float | None:
         namespace, name = split_key(key)
         virtual = self.virtual(key)
         host = self.host_for(namespace, name)
@@ -117,15 +135,15 @@ class Pods(MirroredKind):
             owned = self.ownership_of(host, namespace, name, virtual)
             if owned is Ownership.PREVIOUS_INCARNATION:
                 await self.delete_host(host)
-                return
+                return None
             if owned is not Ownership.OURS:
                 if virtual is not None:
                     await self.refuse(virtual, host)
-                return
+                return None
         if virtual is None:
             if host is not None and not host["metadata"].get("deletionTimestamp"):
                 await self.delete_host(host)
-            return
+            return None
         vmeta = virtual["metadata"]
         if vmeta.get("deletionTimestamp"):
             if host is None:
@@ -134,26 +152,29 @@ class Pods(MirroredKind):
                 await self.delete_host(host, grace_period_seconds=vmeta.get("deletionGracePeriodSeconds"))
             else:
                 await self._sync_status(virtual, host)
-            return
+            return None
         if host is None:
             if virtual.get("spec", {}).get("nodeName"):
                 # It ran on the host and the host pod is gone: the host decided (eviction, deletion).
                 log.info("host pod gone after it started; deleting the virtual pod", extra={"pod": key})
                 await self._delete_virtual(virtual, 0)
-                return
+                return None
             await self.create(virtual)
-            return
+            return None
         if host["metadata"].get("deletionTimestamp"):
             grace = host["metadata"].get("deletionGracePeriodSeconds")
             await self._delete_virtual(virtual, grace)
-        if self.token_secret_missing(virtual, host):
+        due_in = self.token_refresh_due_in(virtual, host)
+        if due_in == 0.0:
             await self._write_token_secret(virtual, host, pod_translate.token_requests(virtual))
+            due_in = None  # the Secret's update event brings us back with the new deadline
         await self._bind(virtual, host)
         await self._sync_status(virtual, host)
         patch = pod_translate.host_pod_update(virtual, host, self.pod_context(virtual, None))
         if patch is not None:
             await self.patch_host(host, patch)
         await self._sync_host_subresources(virtual, host)
+        return due_in
 
     async def _delete_virtual(self, virtual: Obj, grace: int | None) -> None:
         meta = virtual["metadata"]
@@ -309,6 +330,8 @@ class Pods(MirroredKind):
         secret_name = token_secret_name(host_pod_name)
         account = virtual.get("spec", {}).get("serviceAccountName") or "default"
         data: dict[str, str] = {}
+        refresh_at = float("inf")
+        now = time.time()
         for key, audience, expiration in requests:
             review = await self.ctx.virtual_client.create_subresource(
                 SERVICE_ACCOUNTS,
@@ -331,6 +354,9 @@ class Pods(MirroredKind):
                 },
             )
             data[key] = base64.b64encode(review["status"]["token"].encode()).decode()
+            refresh_at = min(
+                refresh_at, token_refresh_at(now, review["status"].get("expirationTimestamp"), expiration)
+            )
         body = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -339,7 +365,10 @@ class Pods(MirroredKind):
                 "name": secret_name,
                 "namespace": self.ctx.host_namespace,
                 "labels": metadata.host_labels({}, self.ctx.vcluster, meta["namespace"]),
-                "annotations": {TOKEN_OWNER_ANNOTATION: host_pod_name},
+                "annotations": {
+                    TOKEN_OWNER_ANNOTATION: host_pod_name,
+                    TOKEN_REFRESH_ANNOTATION: str(int(refresh_at)),
+                },
                 "ownerReferences": [
                     {"apiVersion": "v1", "kind": "Pod", "name": host_pod_name, "uid": host["metadata"]["uid"]}
                 ],
@@ -356,6 +385,9 @@ class Pods(MirroredKind):
             if labels.get(names.MARKER_LABEL) != self.ctx.vcluster:
                 raise RuntimeError(f"host secret {secret_name} exists and is not ours") from err
             existing["data"] = data
+            existing["metadata"].setdefault("annotations", {}).update(
+                {TOKEN_OWNER_ANNOTATION: host_pod_name, TOKEN_REFRESH_ANNOTATION: str(int(refresh_at))}
+            )
             await self.ctx.host_client.replace(SECRETS, existing)
 
     async def after_create(self, virtual: Obj, host: Obj) -> None:
@@ -363,11 +395,21 @@ class Pods(MirroredKind):
         if requests:
             await self._write_token_secret(virtual, host, requests)
 
-    def token_secret_missing(self, virtual: Obj, host: Obj) -> bool:
+    def token_refresh_due_in(self, virtual: Obj, host: Obj) -> float | None:
+        """Seconds until the pod's token Secret must be (re)written: 0 when missing or due, None when
+        the pod has no tokens or is going away."""
         if host["metadata"].get("deletionTimestamp") or not pod_translate.token_requests(virtual):
-            return False
+            return None
         name = token_secret_name(host["metadata"]["name"])
-        return self.host_secrets.store.get(f"{self.ctx.host_namespace}/{name}") is None
+        secret = self.host_secrets.store.get(f"{self.ctx.host_namespace}/{name}")
+        if secret is None:
+            return 0.0
+        annotations = secret["metadata"].get("annotations") or {}
+        try:
+            refresh_at = float(annotations[TOKEN_REFRESH_ANNOTATION])
+        except (KeyError, ValueError):
+            return 0.0  # written by an older syncer: refresh now, then we know when
+        return max(0.0, refresh_at - time.time())
 
     async def update(self, virtual: Obj, host: Obj) -> None:
         """A create found our own pod (the informer lagged): the host pod's event reconciles it."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import pytest
@@ -136,6 +137,9 @@ def test_pod_runs_with_host_ip_and_translated_host_copy(
         token_secret is not None
         and token_secret["metadata"]["ownerReferences"][0]["name"] == hpod["metadata"]["name"]
     )
+    # The tokens are minted again before they expire: the Secret says when.
+    refresh_after = float(token_secret["metadata"]["annotations"]["vcluster.loft.sh/token-refresh-after"])
+    assert time.time() < refresh_after
 
 
 def test_configmap_and_secret_follow_their_pod(
