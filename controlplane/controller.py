@@ -19,7 +19,7 @@ import yaml
 
 from syncer.cache.queue import WorkQueue, run_workers
 from syncer.cache.store import Store
-from syncer.kube.client import ApiError, KubeClient
+from syncer.kube.client import ApiError, KubeClient, KubeError
 from syncer.kube.reflector import Reflector
 from syncer.kube.resources import NAMESPACES, ResourceType
 
@@ -37,6 +37,7 @@ from .resources import (
     ANNOTATION_SLEEP_TYPE,
     ANNOTATION_SLEEPING_SINCE,
     COND_DEPLOYED,
+    COND_OBJECTS,
     COND_READY,
     COND_SPACE_READY,
     COND_TEMPLATE_RESOLVED,
@@ -452,26 +453,43 @@ class Controller:
         applied = ((status.get("virtualClusterObjects") or {}).get("lastAppliedObjects")) or ""
         if objects and objects != applied:
             kubeconfig = await read_kubeconfig(self.client, vc_name, host_ns)
-            if kubeconfig is None:
+            unreachable = "" if kubeconfig else f"no kubeconfig yet (Secret vc-{vc_name} in {host_ns})"
+            if kubeconfig:
+                try:
+                    async with KubeClient.from_kubeconfig_dict(
+                        yaml.safe_load(kubeconfig), name="virtual"
+                    ) as vclient:
+                        await apply_objects(vclient, objects, "default")
+                except ApiError as err:
+                    await self._fail(rt, obj, COND_OBJECTS, "ErrorApplyingObjects", str(err))
+                except (KubeError, ValueError, OSError) as err:
+                    if driver.virtual_api:
+                        await self._fail(rt, obj, COND_OBJECTS, "ErrorApplyingObjects", str(err))
+                    unreachable = f"virtual API server not reachable: {err}"
+            if unreachable and driver.virtual_api:
                 await self._status(
                     rt,
                     obj,
                     phase=PHASE_PENDING,
                     reason="WaitingForKubeconfig",
-                    message="",
+                    message=unreachable,
                     conditions=conditions,
+                    **status_changes,
                 )
                 return POLL_SECONDS
-            try:
-                async with KubeClient.from_kubeconfig_dict(
-                    yaml.safe_load(kubeconfig), name="virtual"
-                ) as vclient:
-                    await apply_objects(vclient, objects, "default")
-            except (ApiError, ValueError, OSError) as err:
-                await self._fail(
-                    rt, obj, "VirtualClusterAppsAndObjectsSynced", "ErrorApplyingObjects", str(err)
+            if unreachable:
+                # The driver's readiness stands on its own (helm: the pod is Ready); the objects
+                # wait for a virtual API this controller can reach, without holding the phase back.
+                conditions = set_condition(
+                    conditions, COND_OBJECTS, False, "WaitingForVirtualAPI", unreachable
                 )
+                await self._status(
+                    rt, obj, phase=PHASE_READY, reason="", message="", conditions=conditions, **status_changes
+                )
+                return 30.0
             status_changes["virtualClusterObjects"] = {"lastAppliedObjects": objects}
+        if objects:
+            conditions = set_condition(conditions, COND_OBJECTS, True)
         await self._status(
             rt, obj, phase=PHASE_READY, reason="", message="", conditions=conditions, **status_changes
         )

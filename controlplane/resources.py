@@ -58,6 +58,7 @@ COND_TEMPLATE_RESOLVED = "TemplateResolved"
 COND_SPACE_READY = "SpaceReady"
 COND_DEPLOYED = "VirtualClusterDeployed"
 COND_READY = "VirtualClusterReady"
+COND_OBJECTS = "VirtualClusterAppsAndObjectsSynced"
 
 
 def project_namespace(project: str) -> str:

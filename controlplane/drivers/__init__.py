@@ -27,6 +27,11 @@ class Deployment:
 
 class Driver(Protocol):
     name: str
+    # Whether the controller can reach the virtual API server of what this driver deploys. When
+    # True, an instance whose template has `objects` stays Pending until they are applied inside the
+    # virtual cluster; when False, readiness is the driver's own (`ready`) and the objects are
+    # applied only once a kubeconfig Secret exists and its server answers (a condition says so).
+    virtual_api: bool
 
     async def deploy(self, deployment: Deployment) -> None:
         """Install or upgrade. Returns once the install was handed over (not necessarily ready)."""

@@ -1,4 +1,15 @@
-"""The `helm` driver: `helm upgrade --install` of charts/vcluster with the rendered values."""
+"""The `helm` driver: `helm upgrade --install` of charts/vcluster with the rendered values.
+
+What "Ready" means here: every pod of the release (`app=vcluster,release=<name>`) has condition
+Ready=True. That is all the driver checks. The controller does not wait for the virtual API server
+behind it (`virtual_api = False`): the kubeconfig the syncer writes (Secret `vc-<name>`) names an
+in-cluster address the controller generally cannot reach, and on the local test host the pod runs on
+a kwok node, where containers are simulated (k3s and the syncer never run, kwok only marks the pod
+Running and Ready), so there is no virtual API at all. A template's `objects` for such an instance
+are applied when the Secret exists and its server answers; until then the instance is Ready with
+condition VirtualClusterAppsAndObjectsSynced=False (reason WaitingForVirtualAPI), re-checked every
+30 seconds.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +43,7 @@ def _pod_ready(pod: dict[str, object]) -> bool:
 
 class HelmDriver:
     name = "helm"
+    virtual_api = False  # Ready = the release's pods are Ready; see the module docstring
 
     def __init__(
         self, client: KubeClient, host_kubeconfig: Path, *, helm: Path, chart: Path = DEFAULT_CHART

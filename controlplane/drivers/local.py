@@ -71,6 +71,7 @@ class KubeconfigHost:
 
 class LocalDriver:
     name = "local"
+    virtual_api = True  # the virtual API server is a local process: always reachable
 
     def __init__(
         self,

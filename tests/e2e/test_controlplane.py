@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +18,22 @@ import pytest
 import yaml
 
 from controlplane.local.host import HostCluster
-from controlplane.local.processes import ManagedProcess, ProcessGroup, free_port, http_ok, wait_until
 from controlplane.local.tenant import LocalVirtualCluster
+from tests.e2e.controlplane_support import (
+    PNS,
+    PROJECT,
+    SYNCER_ARGS,
+    ControlPlane,
+    cli,
+    controlplane,
+    get_json,
+    hk,
+)
 from tests.support import Kubectl, eventually, kubectl_for, unique_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+__all__ = ["controlplane", "hk"]  # module-scoped fixtures used here
 
-PROJECT = "my-project"
-PNS = f"loft-p-{PROJECT}"
 SEED_VCI = """\
 apiVersion: management.loft.sh/v1
 kind: VirtualClusterInstance
@@ -89,67 +95,6 @@ spec:
             project: "{{ .Values.loft.project }}"
 """
 HOST_NS = "loft-my-project-v-my-virtual-cluster"
-SYNCER_ARGS = ["--lease-duration=4", "--renew-deadline=3", "--retry-period=0.5", "--resync-period=2"]
-
-
-class ControlPlane:
-    def __init__(self, host: HostCluster, state: Path) -> None:
-        self.host = host
-        self.state = state
-        self.api_port = free_port()
-        self.health_port = free_port()
-        self.group = ProcessGroup()
-        self.proc: ManagedProcess | None = None
-
-    def start(self) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "controlplane",
-            "--log-format=json",
-            "--log-level=debug",
-            "controlplane",
-            f"--host-kubeconfig={self.host.kubeconfig}",
-            f"--api-address=127.0.0.1:{self.api_port}",
-            f"--health-address=127.0.0.1:{self.health_port}",
-            f"--state-dir={self.state / 'data'}",
-            *[f"--syncer-arg={a}" for a in SYNCER_ARGS],
-        ]
-        self.proc = self.group.start(ManagedProcess("controlplane", argv, self.state / "controlplane.log"))
-        wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{self.health_port}/readyz"),
-            timeout=120,
-            what="controlplane ready",
-            watch=[self.proc],
-            interval=0.3,
-        )
-
-    def log_tail(self) -> str:
-        return self.proc.log_tail(60) if self.proc else ""
-
-    def stop(self) -> None:
-        self.group.stop()
-
-
-@pytest.fixture(scope="module")
-def controlplane(
-    host_cluster: HostCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ControlPlane]:
-    cp = ControlPlane(host_cluster, tmp_path_factory.mktemp("controlplane"))
-    cp.start()
-    try:
-        yield cp
-    finally:
-        cp.stop()
-        leftover = subprocess.run(
-            ["pgrep", "-f", str(cp.state)], capture_output=True, text=True
-        ).stdout.split()
-        assert not leftover, f"processes left behind: {leftover}"
-
-
-@pytest.fixture(scope="module")
-def hk(host_kubectl: Kubectl, controlplane: ControlPlane) -> Kubectl:
-    return host_kubectl
 
 
 @pytest.fixture(scope="module")
@@ -157,24 +102,6 @@ def user_kubeconfig(host_cluster: HostCluster, tmp_path_factory: pytest.TempPath
     path = tmp_path_factory.mktemp("user") / "config"
     shutil.copyfile(host_cluster.kubeconfig, path)
     return path
-
-
-def cli(
-    *args: str, kubeconfig: Path, check: bool = True, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "controlplane", *args, f"--kubeconfig={kubeconfig}"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"vcluster-py {' '.join(args)} failed: {proc.stdout}{proc.stderr}")
-    return proc
-
-
-def get_json(kubectl: Kubectl, *args: str) -> Any:
-    return json.loads(kubectl("get", *args, "-o", "json").stdout)
 
 
 def phase(kubectl: Kubectl, name: str) -> dict[str, Any]:
