@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from syncer import health
+from syncer.kube import pki
 from syncer.kube.client import KubeClient
 
 from .api import ManagementAPI
@@ -33,6 +35,9 @@ def register(commands: Any) -> None:
     p.add_argument("--state-dir", default=".vcluster-py/controlplane", help="local driver data")
     p.add_argument("--chart", default=str(DEFAULT_CHART), help="chart directory for the helm driver")
     p.add_argument("--api-address", default="127.0.0.1:8090", help="management API (empty: off)")
+    p.add_argument("--api-tls-cert", default="", help="serving certificate of the management API")
+    p.add_argument("--api-tls-key", default="", help="its key (default: a self-signed pair in --state-dir)")
+    p.add_argument("--api-plain-http", action="store_true", help="serve the management API without TLS")
     p.add_argument("--health-address", default="127.0.0.1:8091", help="/healthz /readyz /metrics")
     p.add_argument("--service-cidr", default="", help="host Service CIDR (default: detected)")
     p.add_argument("--workers", type=int, default=4)
@@ -42,12 +47,37 @@ def register(commands: Any) -> None:
     p.set_defaults(run=run)
 
 
-async def _serve_api(app: web.Application, address: str) -> None:
+def api_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """HTTPS for the management API, as Loft serves it (the seed documents' curl uses https).
+
+    Without --api-tls-cert a CA and a serving certificate for the listen host, localhost and
+    127.0.0.1 are generated once under --state-dir/api-tls (ca.crt there verifies it).
+    """
+    if args.api_plain_http:
+        return None
+    cert, key = Path(args.api_tls_cert or ""), Path(args.api_tls_key or "")
+    if not args.api_tls_cert:
+        directory = Path(args.state_dir) / "api-tls"
+        cert, key = directory / "tls.crt", directory / "tls.key"
+        if not cert.exists():
+            host = args.api_address.rpartition(":")[0] or "127.0.0.1"
+            ca = pki.new_ca("vcluster-py-management-ca")
+            ca.write(directory / "ca.crt", directory / "ca.key")
+            pki.issue(
+                ca, "vcluster-py-management-api", sans=[host, "localhost", "127.0.0.1"], server=True
+            ).write(cert, key)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+async def _serve_api(app: web.Application, address: str, ssl_context: ssl.SSLContext | None) -> None:
     host, _, port = address.rpartition(":")
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+        await web.TCPSite(runner, host or "127.0.0.1", int(port), ssl_context=ssl_context).start()
         log.info("management API listening", extra={"address": address})
         await asyncio.Event().wait()
     finally:
@@ -82,7 +112,9 @@ async def serve(args: argparse.Namespace, kubeconfig: Path) -> int:
                 if args.health_address:
                     tg.create_task(health.serve(args.health_address, controller.ready))
                 if args.api_address:
-                    tg.create_task(_serve_api(ManagementAPI(client).app(), args.api_address))
+                    tg.create_task(
+                        _serve_api(ManagementAPI(client).app(), args.api_address, api_ssl_context(args))
+                    )
         except asyncio.CancelledError:
             log.info("control plane stopping")
         finally:

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from syncer.kube import kubeconfigs
+
 from .local.host import HostCluster
 from .local.tenant import LocalVirtualCluster
 
@@ -70,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
         vcluster.start()
         host_kc = host.write_kubeconfig(state / "kubeconfig-host.yaml")
         v_kc = state / "kubeconfig-vcluster.yaml"
-        shutil.copyfile(vcluster.plane.admin_kubeconfig_path, v_kc)
+        kubeconfigs.write(
+            v_kc, vcluster.plane.pki.kubeconfig(f"https://127.0.0.1:{vcluster.proxy_ports[0]}", "admin")
+        )
         _print_ready(args, host, vcluster, host_kc, v_kc)
         if args.exit_after_ready:
             return 0

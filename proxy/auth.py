@@ -25,6 +25,7 @@ proxy, the host half of a service create — we ask it with a SubjectAccessRevie
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -69,8 +70,10 @@ class UserInfo:
     def extra_map(self) -> dict[str, list[str]]:
         return {key: list(values) for key, values in self.extra}
 
-    def impersonation(self) -> list[tuple[str, str]]:
-        return impersonation_headers(self.name, self.groups, self.uid, dict(self.extra))
+    @functools.cached_property
+    def impersonation(self) -> tuple[tuple[str, str], ...]:
+        """The `Impersonate-*` headers for this user (computed once per identity object)."""
+        return tuple(impersonation_headers(self.name, self.groups, self.uid, dict(self.extra)))
 
     def review_subject(self) -> dict[str, Any]:
         """The subject part of a SubjectAccessReview spec."""
@@ -108,9 +111,20 @@ def user_from_peercert(peercert: Mapping[str, Any] | None) -> UserInfo | None:
     """
     if not peercert:
         return None
+    subject = peercert.get("subject", ())
+    try:
+        return _user_from_subject(subject)
+    except TypeError:  # not hashable: not what `ssl` produces, but decode it anyway
+        return _user_from_subject.__wrapped__(subject)
+
+
+@functools.lru_cache(maxsize=1024)
+def _user_from_subject(subject: Any) -> UserInfo | None:
+    # Cached so that one identity object (with its impersonation headers) serves every request of a
+    # client: the subject is the same tuple of tuples on every connection of that certificate.
     common_name = ""
     organizations: list[str] = []
-    for rdn in peercert.get("subject", ()):
+    for rdn in subject:
         for key, value in rdn:
             if key == "commonName":
                 common_name = value

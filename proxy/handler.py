@@ -83,12 +83,12 @@ class Proxy:
         identity as impersonation."""
         headers = upstream_headers(request.headers.items(), upgrade=upgrade, remote=request.remote)
         headers.update(self.virtual_upstream.auth_headers())
-        headers.extend(user.impersonation())
+        headers.extend(user.impersonation)
         return headers
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
-        upgrading = is_upgrade(request.headers.items())
+        upgrading = is_upgrade(request.headers)
         verb = metrics.verb_class(request.method, upgrade=upgrading, watch=False)
         route_label = "refused"
         status: int | None = None
@@ -124,10 +124,11 @@ class Proxy:
         try:
             return await self._dispatch(request, route, path, user, upgrading)
         except ApiError as exc:
+            # Not relayed: a host API server's message would name host objects and identities.
             log.warning(
                 "API error while serving a request", extra={"route": route.kind.label, "err": str(exc)}
             )
-            return status_response(500, f"internal error: {exc.message or exc}")
+            return status_response(500, "internal error: the proxy could not complete the request")
         except upgrade.UpgradeError as exc:
             log.warning("Upgrade failed", extra={"route": route.kind.label, "err": str(exc)})
             return status_response(502, str(exc), close=True)
@@ -135,7 +136,8 @@ class Proxy:
             log.warning("Upstream unavailable", extra={"route": route.kind.label, "err": repr(exc)})
             return status_response(503, "an API server behind the proxy is not reachable")
         except KubeError as exc:
-            return status_response(500, f"internal error: {exc}")
+            log.warning("Error while serving a request", extra={"route": route.kind.label, "err": str(exc)})
+            return status_response(500, "internal error: the proxy could not complete the request")
 
     async def _dispatch(
         self, request: web.BaseRequest, route: Route, path: CanonicalPath, user: UserInfo, upgrading: bool
@@ -157,6 +159,8 @@ class Proxy:
                 path_qs=self.virtual_upstream.path(path.path_qs),
                 headers=headers.items(),
             )
+        follow = path.param("follow")
+        streaming = is_watch(path) or (follow is not None and follow.lower() in _TRUE)
         return await passthrough.forward(
-            request, self.virtual_upstream, path_qs=path.path_qs, headers=headers
+            request, self.virtual_upstream, path_qs=path.path_qs, headers=headers, stream=streaming
         )

@@ -59,7 +59,12 @@ def _connection_tokens(headers: Sequence[tuple[str, str]]) -> set[str]:
 
 def is_upgrade(headers: Mapping[str, str] | Headers) -> bool:
     """True for an HTTP/1.1 upgrade request: `Connection` names `upgrade` and `Upgrade` is present."""
-    pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
+    if isinstance(headers, Mapping):
+        if "Upgrade" not in headers and "upgrade" not in headers:  # the common case, cheaply
+            return False
+        pairs = list(headers.items())
+    else:
+        pairs = list(headers)
     return "upgrade" in _connection_tokens(pairs) and any(n.lower() == "upgrade" for n, _ in pairs)
 
 

@@ -26,7 +26,7 @@ same rules Go's `url.ParseQuery` applies to the values we read.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
 __all__ = ["CanonicalPath", "PathError", "canonicalize"]
@@ -34,6 +34,10 @@ __all__ = ["CanonicalPath", "PathError", "canonicalize"]
 # RFC 3986 pchar minus "%": what may appear unescaped in a segment we send upstream.
 _SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# A raw path made only of characters `quote(..., safe=_SEGMENT_SAFE)` leaves alone (and no escapes):
+# decoding and re-encoding it is the identity, so the per-segment work can be skipped.
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9!$&'()*+,;=:@\-._~/]*")
 MAX_TARGET_LENGTH = 16384
 """Longer request targets are refused (kube-apiserver's own limit on the request line is larger, but
 nothing legitimate sent to a virtual cluster needs more: label selectors and field selectors are short)."""
@@ -59,10 +63,14 @@ class CanonicalPath:
     segments: tuple[str, ...]
     trailing_slash: bool = False
     query: str = ""
+    encoded: str = field(default="", compare=False, repr=False)
+    """The path as `path` would build it, when the parser already knows it (the common case)."""
 
     @property
     def path(self) -> str:
         """The path re-encoded from the segments: the only form ever sent upstream."""
+        if self.encoded:
+            return self.encoded
         body = "/".join(quote(segment, safe=_SEGMENT_SAFE) for segment in self.segments)
         tail = "/" if self.trailing_slash and self.segments else ""
         return f"/{body}{tail}"
@@ -75,7 +83,7 @@ class CanonicalPath:
         return CanonicalPath(segments, self.trailing_slash, self.query)
 
     def with_query(self, query: str) -> CanonicalPath:
-        return CanonicalPath(self.segments, self.trailing_slash, query)
+        return CanonicalPath(self.segments, self.trailing_slash, query, self.encoded)
 
     def params(self) -> dict[str, list[str]]:
         """Query values by key, in order (Go's url.ParseQuery semantics for well-formed queries)."""
@@ -124,7 +132,7 @@ def canonicalize(target: str) -> CanonicalPath:
         raise PathError(400, "unescaped non-ASCII characters in request target")
     if "#" in raw_path:
         raise PathError(400, "fragment in request target")
-    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in target):
+    if _CONTROL.search(target):
         raise PathError(400, "whitespace or control character in request target")
     if "\\" in raw_path:
         raise PathError(403, "backslash in request path")
@@ -134,6 +142,10 @@ def canonicalize(target: str) -> CanonicalPath:
     trailing = raw_segments[-1] == ""
     if trailing:
         raw_segments.pop()
-    if any(segment == "" for segment in raw_segments):
+    if "" in raw_segments:
         raise PathError(403, "empty segment (//) in request path")
+    if _PLAIN_PATH.fullmatch(raw_path):
+        if "." in raw_segments or ".." in raw_segments:
+            raise PathError(403, "dot segment in request path")
+        return CanonicalPath(tuple(raw_segments), trailing, query, raw_path)
     return CanonicalPath(tuple(_decode_segment(s) for s in raw_segments), trailing, query)

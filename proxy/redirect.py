@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -67,6 +68,15 @@ class HostPod:
             {self.host_name: name, f"{self.host_namespace}/{self.host_name}": f"{namespace}/{name}"},
             vcluster=vcluster,
         )
+
+
+def host_safe_query(query: str) -> str:
+    """The query without `insecureSkipTLSVerifyBackend`: a tenant must not be able to make the host API
+    server skip TLS verification of the host's kubelet, whatever its rights in the virtual cluster."""
+    kept = [
+        (k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "insecureSkipTLSVerifyBackend"
+    ]
+    return urlencode(kept)
 
 
 class PodNotReachable(Exception):
@@ -154,13 +164,15 @@ class PodStreams:
         target = path.with_segments(
             ("api", "v1", "namespaces", pod.host_namespace, "pods", pod.host_name, sub)
         )
+        if sub == "log" and "insecureSkipTLSVerifyBackend" in target.params():
+            target = target.with_query(host_safe_query(target.query))
         return await self.send(request, target, pod, namespace=namespace, name=name)
 
     async def send(
         self, request: web.BaseRequest, target: CanonicalPath, pod: HostPod, *, namespace: str, name: str
     ) -> web.StreamResponse:
         """Send the (rewritten) request to the host API server with the syncer's credentials."""
-        upgrading = is_upgrade(request.headers.items())
+        upgrading = is_upgrade(request.headers)
         headers = self.host_headers(request, upgrade=upgrading)
         log.debug("Redirecting to the host", extra={"pod": f"{namespace}/{name}", "hostPath": target.path})
         if upgrading:

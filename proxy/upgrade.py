@@ -26,9 +26,10 @@ the handler. The raw upstream head is written by overriding `StreamResponse._wri
 Checked against aiohttp 3.14.5 (the pinned version) on asyncio and uvloop by
 tests/unit/test_proxy_upgrade.py — the contract test to run on every aiohttp upgrade.
 
-Back-pressure: client → upstream through `_ClientBytes`, which pauses reading from the client while
-its buffer is full, then `drain()` on the upstream; upstream → client with
-`StreamResponse.write`, which drains. Only connect and response-head timeouts apply: an established
+Bytes are relayed in the transports' data callbacks, with no task switch per chunk (per-chunk cost is
+what bounds port-forward throughput). Back-pressure: when the upstream's write buffer fills, reading
+from the client transport pauses until it drains, and vice versa (the client side's drain is
+observed through aiohttp's writer). Only connect and response-head timeouts apply: an established
 exec or port-forward may be idle for hours (the kubelet owns that timeout); TCP keepalive detects
 dead peers.
 """
@@ -40,8 +41,9 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import aiohttp
 from aiohttp import web
@@ -50,7 +52,7 @@ from multidict import CIMultiDict
 from .headers import downstream_headers
 from .status import status_response
 
-__all__ = ["UpgradeTarget", "parse_response_head", "relay"]
+__all__ = ["UpgradeError", "UpgradeTarget", "parse_response_head", "relay", "request_head"]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,83 @@ HEAD_TIMEOUT = 30.0
 MAX_HEAD = 64 * 1024
 MAX_DECLINED_BODY = 1024 * 1024
 MAX_UPGRADE_REQUEST_BODY = 64 * 1024
-_CHUNK = 256 * 1024
+_PENDING_LIMIT = 256 * 1024
+
+
+class UpgradeError(Exception):
+    """The upstream's answer to an upgrade request could not be read."""
+
+
+class _Upstream(asyncio.Protocol):
+    """The upstream connection. Until the switch it buffers what arrives (the response head, or a
+    declined answer's body); after it, every byte goes straight to `sink` (the client transport).
+
+    A protocol rather than asyncio streams so that a relayed chunk costs one callback and one write,
+    with no task switch in between: port-forward throughput is bounded by per-chunk overhead, since
+    kubectl sends many small WebSocket/SPDY frames.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.eof = False
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._changed: asyncio.Future[None] | None = None
+        self._sink: Callable[[bytes], None] | None = None
+        self.on_pause_writing: Callable[[], None] | None = None
+        self.on_resume_writing: Callable[[], None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._sink is not None:
+            self._sink(data)
+            return
+        self.buffer += data
+        self._notify()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._notify()
+        return False  # close: there is no half-close to relay
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self._notify()
+        if not self.done.done():
+            self.done.set_result(None)
+        if self.on_resume_writing is not None:
+            self.on_resume_writing()  # never leave the client paused behind a dead upstream
+
+    def pause_writing(self) -> None:
+        if self.on_pause_writing is not None:
+            self.on_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.on_resume_writing is not None:
+            self.on_resume_writing()
+
+    def _notify(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+
+    async def wait_until(self, ready: Callable[[], bool]) -> None:
+        """Until `ready()` holds or the upstream has ended."""
+        while not ready() and not self.eof:
+            self._changed = self._loop.create_future()
+            try:
+                await self._changed
+            finally:
+                self._changed = None
+
+    def splice_to(self, sink: Callable[[bytes], None]) -> None:
+        self._sink = sink
+        if self.buffer:
+            data, self.buffer = bytes(self.buffer), bytearray()
+            sink(data)
 
 
 @dataclass(frozen=True)
@@ -72,26 +150,24 @@ class UpgradeTarget:
     server_hostname: str | None = None
     host_header: str = ""
 
-    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(
+    async def connect(self) -> _Upstream:
+        loop = asyncio.get_running_loop()
+        _, upstream = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: _Upstream(loop),
                 self.host,
                 self.port,
                 ssl=self.ssl,
                 server_hostname=(self.server_hostname or self.host) if self.ssl is not None else None,
-                limit=MAX_HEAD,
             ),
             CONNECT_TIMEOUT,
         )
-        sock = writer.get_extra_info("socket")
+        assert upstream.transport is not None
+        sock = upstream.transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        return reader, writer
-
-
-class UpgradeError(Exception):
-    """The upstream's answer to an upgrade request could not be read."""
+        return upstream
 
 
 def _checked(value: str, what: str) -> str:
@@ -133,81 +209,94 @@ def parse_response_head(head: bytes) -> tuple[int, str, list[tuple[str, str]]]:
     return int(parts[1]), reason, headers
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: list[tuple[str, str]]) -> bytes:
+def _dechunk(data: bytes) -> bytes | None:
+    """The body of a complete chunked message, or None while it is incomplete."""
+    body = bytearray()
+    pos = 0
+    while True:
+        end = data.find(b"\r\n", pos)
+        if end < 0:
+            return None
+        size = int(data[pos:end].split(b";", 1)[0].strip() or b"0", 16)
+        if size == 0:
+            return bytes(body)
+        start = end + 2
+        if len(data) < start + size + 2:
+            return None
+        body += data[start : start + size]
+        pos = start + size + 2
+
+
+async def _read_body(upstream: _Upstream, headers: list[tuple[str, str]]) -> bytes:
     """The body of a non-101 answer: Content-Length, chunked, or up to EOF; at most 1 MiB."""
     lowered = {name.lower(): value for name, value in headers}
+    buffer = upstream.buffer
     if "chunked" in lowered.get("transfer-encoding", "").lower():
-        body = bytearray()
-        while len(body) <= MAX_DECLINED_BODY:
-            size_line = await reader.readuntil(b"\r\n")
-            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                break
-            body += await reader.readexactly(size)
-            await reader.readexactly(2)
-        return bytes(body[:MAX_DECLINED_BODY])
+        await upstream.wait_until(
+            lambda: _dechunk(bytes(buffer)) is not None or len(buffer) > MAX_DECLINED_BODY
+        )
+        body = _dechunk(bytes(buffer))
+        if body is None:
+            raise UpgradeError("incomplete chunked answer from the upstream")
+        return body
     if "content-length" in lowered:
-        length = int(lowered["content-length"])
-        return await reader.readexactly(min(length, MAX_DECLINED_BODY))
-    return await reader.read(MAX_DECLINED_BODY)
+        length = min(int(lowered["content-length"]), MAX_DECLINED_BODY)
+        await upstream.wait_until(lambda: len(buffer) >= length)
+        if len(buffer) < length:
+            raise UpgradeError("the upstream closed the connection mid-answer")
+        return bytes(buffer[:length])
+    await upstream.wait_until(lambda: len(buffer) > MAX_DECLINED_BODY)
+    return bytes(buffer[:MAX_DECLINED_BODY])
 
 
-class _ClientBytes:
-    """Stands in for aiohttp's WebSocket payload parser: every byte the client sends, unparsed.
+class _ClientSide:
+    """Stands in for aiohttp's WebSocket payload parser: every byte the client sends, unparsed, written
+    straight to the upstream transport (buffered only until the upstream is attached).
 
-    It buffers what arrives and pauses the client *transport* itself above a high-water mark. It must
-    not go through `RequestHandler.pause_reading()` (what `aiohttp.StreamReader` would do): for a SPDY
-    upgrade aiohttp's HTTP parser still believes it owns the connection, and the C parser asserts when
-    asked to pause from outside its own callbacks (found by this module's contract test on uvloop).
+    Back-pressure goes to the client *transport* itself. It must not go through
+    `RequestHandler.pause_reading()`: for a SPDY upgrade aiohttp's HTTP parser still believes it owns
+    the connection, and the C parser asserts when asked to pause from outside its own callbacks (found
+    by this module's contract test on uvloop).
     """
 
-    def __init__(self, transport: asyncio.BaseTransport, *, high_water: int = _CHUNK) -> None:
-        self._transport = transport
-        self._high_water = high_water
-        self._buffer: list[bytes] = []
-        self._size = 0
-        self._eof = False
+    def __init__(self, client: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._client = client
+        self._upstream: asyncio.Transport | None = None
+        self._pending: list[bytes] = []
+        self._pending_size = 0
         self._paused = False
-        self._waiter: asyncio.Future[None] | None = None
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self.ended: asyncio.Future[None] = loop.create_future()
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        if data:
-            self._buffer.append(data)
-            self._size += len(data)
-            self._wake()
-            if self._size > self._high_water and not self._paused and isinstance(
-                self._transport, asyncio.ReadTransport
-            ):
-                self._paused = True
-                self._transport.pause_reading()
+        if self._upstream is not None:
+            self._upstream.write(data)
+        elif data:
+            self._pending.append(data)
+            self._pending_size += len(data)
+            if self._pending_size > _PENDING_LIMIT:
+                self.pause()
         return False, b""
 
     def feed_eof(self) -> None:
-        self._eof = True
-        self._wake()
+        if not self.ended.done():
+            self.ended.set_result(None)
 
-    async def read(self) -> bytes:
-        """Everything buffered so far (b"" at EOF); resumes the client when the buffer empties."""
-        while not self._buffer:
-            if self._eof:
-                return b""
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        chunk = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
-        self._buffer.clear()
-        self._size = 0
-        if self._paused and not self._transport.is_closing():
+    def attach(self, upstream: asyncio.Transport) -> None:
+        self._upstream = upstream
+        for data in self._pending:
+            upstream.write(data)
+        self._pending.clear()
+        self.resume()
+
+    def pause(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self._client.pause_reading()
+
+    def resume(self) -> None:
+        if self._paused and not self._client.is_closing():
             self._paused = False
-            assert isinstance(self._transport, asyncio.ReadTransport)
-            self._transport.resume_reading()
-        return chunk
+            self._client.resume_reading()
 
 
 class _RawHeadResponse(web.StreamResponse):
@@ -221,13 +310,6 @@ class _RawHeadResponse(web.StreamResponse):
         writer = self._payload_writer
         assert writer is not None  # set by prepare() just before this call
         await writer.write(self._raw_head)
-
-
-async def _pump(read: Callable[[], Awaitable[bytes]], write: Callable[[bytes], Awaitable[None]]) -> None:
-    # A peer going away ends the splice like an orderly EOF: both sides are closed by the caller.
-    with contextlib.suppress(OSError, aiohttp.ClientError, asyncio.IncompleteReadError):
-        while chunk := await read():
-            await write(chunk)
 
 
 async def relay(
@@ -251,34 +333,38 @@ async def relay(
         if len(body) > MAX_UPGRADE_REQUEST_BODY:
             return status_response(413, "upgrade request body too large", close=True)
     head_out = request_head(method, path_qs, target.host_header or target.host, headers, len(body))
-    reader, writer = await target.connect()
-    spliced = False
+    upstream = await target.connect()
+    assert upstream.transport is not None
     try:
-        writer.write(head_out + body)
-        await writer.drain()
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
-        except asyncio.LimitOverrunError as exc:
-            raise UpgradeError("upstream response head too large") from exc
-        except asyncio.IncompleteReadError as exc:
-            raise UpgradeError("upstream closed the connection before answering") from exc
+        upstream.transport.write(head_out + body)
+        buffer = upstream.buffer
+        await asyncio.wait_for(
+            upstream.wait_until(lambda: b"\r\n\r\n" in buffer or len(buffer) > MAX_HEAD), HEAD_TIMEOUT
+        )
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            raise UpgradeError(
+                "upstream response head too large"
+                if len(buffer) > MAX_HEAD
+                else "upstream closed before answering"
+            )
+        head = bytes(buffer[: end + 4])
+        del buffer[: end + 4]
         status, reason, upstream_headers = parse_response_head(head)
         if status != 101:
-            return await _declined(reader, status, reason, upstream_headers)
-        spliced = True
-        return await _splice(request, reader, writer, head, reason)
+            return await _declined(upstream, status, reason, upstream_headers)
+        return await _splice(request, upstream, head, reason)
     finally:
-        if not spliced:
-            writer.close()
+        upstream.transport.close()
 
 
 async def _declined(
-    reader: asyncio.StreamReader, status: int, reason: str, upstream_headers: list[tuple[str, str]]
+    upstream: _Upstream, status: int, reason: str, upstream_headers: list[tuple[str, str]]
 ) -> web.StreamResponse:
     """The upstream refused the upgrade: its answer goes to the client, then the connection closes."""
     try:
-        body = await asyncio.wait_for(_read_body(reader, upstream_headers), HEAD_TIMEOUT)
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+        body = await asyncio.wait_for(_read_body(upstream, upstream_headers), HEAD_TIMEOUT)
+    except ValueError as exc:
         raise UpgradeError(f"could not read the upstream's answer: {exc!r}") from exc
     if status < 400:
         # Neither a switch nor an error: a redirect or a plain 200 would make the client believe the
@@ -295,43 +381,56 @@ async def _declined(
 
 
 async def _splice(
-    request: web.BaseRequest,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    head: bytes,
-    reason: str,
+    request: web.BaseRequest, upstream: _Upstream, head: bytes, reason: str
 ) -> web.StreamResponse:
-    protocol = request.protocol
-    transport = request.transport
-    if transport is None:
-        raise UpgradeError("the client connection closed before the switch")
-    downstream = _ClientBytes(transport)
-    # Before the 101 leaves: from now on every byte of the client connection goes to `downstream`.
-    protocol.set_parser(downstream)  # type: ignore[arg-type]  # duck-typed like WebSocketReader, which is what set_parser is annotated with
+    loop = asyncio.get_running_loop()
+    protocol, client = request.protocol, request.transport
+    up = upstream.transport
+    if client is None or up is None:
+        raise UpgradeError("a connection closed before the switch")
+    client_side = _ClientSide(client, loop)
+    # Before the 101 leaves: from now on every byte of the client connection goes to `client_side`.
+    protocol.set_parser(client_side)  # type: ignore[arg-type]  # duck-typed like WebSocketReader, which is what set_parser is annotated with
     protocol.keep_alive(False)
     response = _RawHeadResponse(head, reason)
     response.force_close()
-    await response.prepare(request)
+    writer = await response.prepare(request)
+    assert writer is not None
 
-    async def to_upstream(chunk: bytes) -> None:
-        writer.write(chunk)
-        await writer.drain()
+    # client → upstream: written in the client's data callback; paused while the upstream is full.
+    upstream.on_pause_writing = client_side.pause
+    upstream.on_resume_writing = client_side.resume
+    client_side.attach(up)
 
-    tasks = {
-        asyncio.create_task(_pump(downstream.read, to_upstream), name="upgrade-client-to-upstream"),
-        asyncio.create_task(
-            _pump(lambda: reader.read(_CHUNK), response.write), name="upgrade-upstream-to-client"
-        ),
-    }
+    # upstream → client: the same, in the upstream's data callback. When the client falls behind,
+    # reading from the upstream stops until aiohttp's writer reports the client transport drained.
+    draining: set[asyncio.Task[None]] = set()
+    high_water = client.get_write_buffer_limits()[1]
+
+    async def resume_when_drained() -> None:
+        with contextlib.suppress(OSError, aiohttp.ClientError):
+            await writer.drain()
+        if not up.is_closing():
+            up.resume_reading()
+
+    def to_client(data: bytes) -> None:
+        if client.is_closing():
+            return
+        client.write(data)
+        if not draining and client.get_write_buffer_size() > high_water:
+            up.pause_reading()
+            task = loop.create_task(resume_when_drained(), name="upgrade-client-drain")
+            draining.add(task)
+            task.add_done_callback(draining.discard)
+
+    upstream.splice_to(to_client)
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({upstream.done, client_side.ended}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
+        for task in list(draining):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        writer.close()
+        await asyncio.gather(*draining, return_exceptions=True)
+        up.close()
         # Close the client side too: a half-open stream would leave kubectl waiting forever.
-        transport = request.transport
-        if transport is not None:
-            transport.close()
+        client.close()
     return response

@@ -147,6 +147,7 @@ class LocalVirtualCluster:
             f"--virtual-kubeconfig={self.plane.admin_kubeconfig_path}",
             f"--service-name={self.service_name}",
             f"--health-address=127.0.0.1:{health_port}",
+            "--proxy-address=127.0.0.1",
             f"--proxy-port={proxy_port}",
             f"--server-ca-cert={self.plane.pki.server_ca}",
             f"--server-ca-key={self.plane.pki.server_ca_key}",

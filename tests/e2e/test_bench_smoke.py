@@ -41,3 +41,25 @@ def test_sync_pods_benchmark_runs(tmp_path: Path) -> None:
     modes = {run["mode"] for run in report["runs"]}
     assert modes == {"direct-to-host", "syncer", "syncer-paced"}
     assert report["throughput_ratio"]["5"] > 0
+
+
+def test_proxy_benchmark_runs(tmp_path: Path) -> None:
+    out = tmp_path / "proxy.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "proxy.py"),
+            "--requests",
+            "80",
+            "--mb",
+            "2",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out.exists(), proc.stdout[-2000:]
+    assert json.loads(out.read_text())

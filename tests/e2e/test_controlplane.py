@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from tests.e2e.controlplane_support import (
     get_json,
     hk,
 )
+from tests.e2e.controlplane_support import api as _api
 from tests.support import Kubectl, eventually, kubectl_for, unique_name
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -259,27 +258,6 @@ def test_sleep_and_wake(
 def _token(hk: Kubectl, sa: str) -> str:
     hk("create", "serviceaccount", sa, "-n", "default", check=False)
     return str(hk("create", "token", sa, "-n", "default").stdout.strip())
-
-
-def _api(
-    cp: ControlPlane,
-    method: str,
-    path: str,
-    token: str,
-    body: bytes | None = None,
-    ctype: str = "application/json",
-) -> tuple[int, Any]:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{cp.api_port}/kubernetes/management/apis/management.loft.sh/v1{path}",
-        method=method,
-        data=body,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": ctype},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
 
 
 def test_management_api_rbac_and_use(hk: Kubectl, controlplane: ControlPlane) -> None:

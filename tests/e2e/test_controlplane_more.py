@@ -22,6 +22,7 @@ from controlplane.local.host import HostCluster
 from controlplane.local.tenant import LocalVirtualCluster
 from tests.e2e.controlplane_support import (
     API_PREFIX,
+    INSECURE,
     PNS,
     PROJECT,
     SYNCER_ARGS,
@@ -261,10 +262,10 @@ class _Watch:
 
     def __init__(self, cp: ControlPlane, path: str, tok: str) -> None:
         req = urllib.request.Request(
-            f"http://127.0.0.1:{cp.api_port}{API_PREFIX}{path}",
+            f"https://127.0.0.1:{cp.api_port}{API_PREFIX}{path}",
             headers={"Authorization": f"Bearer {tok}"},
         )
-        self.resp = urllib.request.urlopen(req, timeout=120)
+        self.resp = urllib.request.urlopen(req, timeout=120, context=INSECURE)
         assert self.resp.status == 200
         self.events: list[dict[str, Any]] = []
         self.lock = threading.Lock()
