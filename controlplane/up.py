@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if state.exists():
         shutil.rmtree(state)
     state.mkdir(parents=True)
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    # Both signals explicitly: a process started in the background inherits SIGINT as *ignored*, and
+    # Python then installs no Ctrl-C handler of its own.
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     host = HostCluster(state / "host", nodes=args.nodes)
     vcluster = LocalVirtualCluster(host, args.name, args.namespace, state / "vcluster" / args.name)
     try:
@@ -88,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         vcluster.stop()
         host.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _print_ready(

@@ -59,14 +59,7 @@ class KubeconfigHost:
     def kubectl(
         self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [self.binaries.path("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=timeout,
-        )
+        return self.binaries.kubectl(self.kubeconfig, *args, stdin=stdin, check=check, timeout=timeout)
 
 
 class LocalDriver:

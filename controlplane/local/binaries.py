@@ -8,6 +8,7 @@ FileNotFoundError from deep inside a subprocess call.
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,19 @@ class Binaries:
 
     def path(self, name: str) -> str:
         return str(self.directory / name)
+
+    def kubectl(
+        self, kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl we built (not whatever kubectl the machine has) with a kubeconfig."""
+        return subprocess.run(
+            [self.path("kubectl"), f"--kubeconfig={kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
 
     @property
     def kwok_stages(self) -> Path:

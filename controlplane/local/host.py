@@ -279,14 +279,7 @@ class HostCluster:
         self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         """Run the real kubectl against this cluster as admin."""
-        return subprocess.run(
-            [self.binaries.path("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=timeout,
-        )
+        return self.binaries.kubectl(self.kubeconfig, *args, stdin=stdin, check=check, timeout=timeout)
 
     def admin_kubeconfig(self) -> dict[str, object]:
         return self.pki.kubeconfig(self.server, "admin")

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from ..controller import SyncContext, split_key, virtual_key
 from ..informers import Informer
-from ..kube.client import ApiError
+from ..kube.client import ApiError, KubeClient
 from ..kube.resources import ResourceType
 from ..translate import metadata
 from ..translate.metadata import Ownership
@@ -30,6 +30,23 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 SYNC_ERROR = "SyncError"
+
+
+async def delete_exactly(client: KubeClient, rtype: ResourceType, obj: Obj, grace: int | None) -> None:
+    """Delete this very object (uid precondition: never a newer one of the same name); an object
+    already gone or replaced is fine — either way the one we meant no longer exists."""
+    meta = obj["metadata"]
+    try:
+        await client.delete(
+            rtype,
+            meta["name"],
+            meta.get("namespace"),
+            grace_period_seconds=grace,
+            preconditions={"uid": meta["uid"]},
+        )
+    except ApiError as err:
+        if not (err.not_found or err.conflict):
+            raise
 
 
 class MirroredKind:
@@ -128,19 +145,31 @@ class MirroredKind:
 
     # --- the reconcile every mirrored kind shares
 
-    async def reconcile(self, key: str) -> float | None:
+    async def both_sides(self, key: str) -> tuple[Obj | None, Obj | None] | None:
+        """The virtual object of `key` and its host copy — or None when the host name is held by
+        something else (the tenant is told, nothing is touched) or by the copy of an earlier virtual
+        object of that name (deleted; its deletion event brings us back). Every reconcile starts here.
+        """
         namespace, name = split_key(key)
         virtual = self.virtual(key)
         host = self.host_for(namespace, name)
         if host is not None:
             owned = self.ownership_of(host, namespace, name, virtual)
             if owned is Ownership.PREVIOUS_INCARNATION:
-                await self.delete_host(host)
-                return None  # the deletion event brings us back to create the new incarnation
+                if not host["metadata"].get("deletionTimestamp"):
+                    await self.delete_host(host)
+                return None
             if owned is not Ownership.OURS:
                 if virtual is not None:
                     await self.refuse(virtual, host)
                 return None
+        return virtual, host
+
+    async def reconcile(self, key: str) -> float | None:
+        sides = await self.both_sides(key)
+        if sides is None:
+            return None
+        virtual, host = sides
         if virtual is None or virtual["metadata"].get("deletionTimestamp") or not self.wanted(virtual):
             if host is not None:
                 await self.delete_host(host)
@@ -171,18 +200,10 @@ class MirroredKind:
         await self.after_create(virtual, created)
 
     async def delete_host(self, host: Obj, *, grace_period_seconds: int | None = None) -> None:
-        meta = host["metadata"]
-        try:
-            await self.ctx.host_client.delete(
-                self.rtype,
-                meta["name"],
-                meta["namespace"],
-                grace_period_seconds=grace_period_seconds,
-                preconditions={"uid": meta["uid"]},
-            )
-        except ApiError as err:
-            if not (err.not_found or err.conflict):
-                raise
+        await delete_exactly(self.ctx.host_client, self.rtype, host, grace_period_seconds)
+
+    async def delete_virtual(self, virtual: Obj, *, grace_period_seconds: int | None = None) -> None:
+        await delete_exactly(self.ctx.virtual_client, self.rtype, virtual, grace_period_seconds)
 
     async def refuse(self, virtual: Obj, host: Obj) -> None:
         """Tell the tenant why its object is not synced; the host object stays untouched."""

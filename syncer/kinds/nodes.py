@@ -22,6 +22,7 @@ from ..informers import Informer
 from ..kube.client import ApiError
 from ..kube.resources import NODES, PODS
 from ..translate.names import RESERVED_PREFIX
+from .base import delete_exactly
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +159,5 @@ class FakeNodes:
                 self.ctx.queues[self.resource].add_after(key, ENSURE_GRACE_SECONDS - since_ensure)
                 return
             self._ensured_at.pop(key, None)
-            try:
-                await self.ctx.virtual_client.delete(
-                    NODES, key, preconditions={"uid": node["metadata"]["uid"]}
-                )
-            except ApiError as err:
-                if not (err.not_found or err.conflict):
-                    raise
+            await delete_exactly(self.ctx.virtual_client, NODES, node, None)
             log.info("fake node deleted", extra={"node": key})

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from ..controller import SyncContext, split_key
+from ..controller import SyncContext
 from ..informers import Informer
 from ..kube.client import ApiError
 from ..kube.resources import NAMESPACES, PODS, SECRETS, SERVICE_ACCOUNTS, SERVICES, ResourceType
@@ -128,18 +128,10 @@ class Pods(MirroredKind):
     # --- reconcile
 
     async def reconcile(self, key: str) -> float | None:
-        namespace, name = split_key(key)
-        virtual = self.virtual(key)
-        host = self.host_for(namespace, name)
-        if host is not None:
-            owned = self.ownership_of(host, namespace, name, virtual)
-            if owned is Ownership.PREVIOUS_INCARNATION:
-                await self.delete_host(host)
-                return None
-            if owned is not Ownership.OURS:
-                if virtual is not None:
-                    await self.refuse(virtual, host)
-                return None
+        sides = await self.both_sides(key)
+        if sides is None:
+            return None
+        virtual, host = sides
         if virtual is None:
             if host is not None and not host["metadata"].get("deletionTimestamp"):
                 await self.delete_host(host)
@@ -147,7 +139,7 @@ class Pods(MirroredKind):
         vmeta = virtual["metadata"]
         if vmeta.get("deletionTimestamp"):
             if host is None:
-                await self._delete_virtual(virtual, 0)
+                await self.delete_virtual(virtual, grace_period_seconds=0)
             elif not host["metadata"].get("deletionTimestamp"):
                 await self.delete_host(host, grace_period_seconds=vmeta.get("deletionGracePeriodSeconds"))
             else:
@@ -157,13 +149,13 @@ class Pods(MirroredKind):
             if virtual.get("spec", {}).get("nodeName"):
                 # It ran on the host and the host pod is gone: the host decided (eviction, deletion).
                 log.info("host pod gone after it started; deleting the virtual pod", extra={"pod": key})
-                await self._delete_virtual(virtual, 0)
+                await self.delete_virtual(virtual, grace_period_seconds=0)
                 return None
             await self.create(virtual)
             return None
         if host["metadata"].get("deletionTimestamp"):
             grace = host["metadata"].get("deletionGracePeriodSeconds")
-            await self._delete_virtual(virtual, grace)
+            await self.delete_virtual(virtual, grace_period_seconds=grace)
         due_in = self.token_refresh_due_in(virtual, host)
         if due_in == 0.0:
             await self._write_token_secret(virtual, host, pod_translate.token_requests(virtual))
@@ -175,20 +167,6 @@ class Pods(MirroredKind):
             await self.patch_host(host, patch)
         await self._sync_host_subresources(virtual, host)
         return due_in
-
-    async def _delete_virtual(self, virtual: Obj, grace: int | None) -> None:
-        meta = virtual["metadata"]
-        try:
-            await self.ctx.virtual_client.delete(
-                PODS,
-                meta["name"],
-                meta["namespace"],
-                grace_period_seconds=grace,
-                preconditions={"uid": meta["uid"]},
-            )
-        except ApiError as err:
-            if not (err.not_found or err.conflict):
-                raise
 
     async def _bind(self, virtual: Obj, host: Obj) -> None:
         node = host.get("spec", {}).get("nodeName")

@@ -23,7 +23,7 @@ from ..kube.client import ApiError
 from ..kube.resources import SERVICES, ResourceType
 from ..translate import metadata, names
 from ..translate.metadata import Ownership
-from .base import SYNC_ERROR, MirroredKind
+from .base import SYNC_ERROR, MirroredKind, delete_exactly
 
 log = logging.getLogger(__name__)
 
@@ -236,13 +236,7 @@ class Services(MirroredKind):
             "recreating virtual service with the host ClusterIP",
             extra={"service": f"{meta['namespace']}/{meta['name']}", "ip": cluster_ip},
         )
-        try:
-            await self.ctx.virtual_client.delete(
-                SERVICES, meta["name"], meta["namespace"], preconditions={"uid": meta["uid"]}
-            )
-        except ApiError as err:
-            if not (err.not_found or err.conflict):
-                raise
+        await delete_exactly(self.ctx.virtual_client, SERVICES, virtual, None)
         await self.ctx.virtual_client.create(SERVICES, body, meta["namespace"])
 
     async def update(self, virtual: Obj, host: Obj) -> None:

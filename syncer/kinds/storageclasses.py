@@ -25,7 +25,7 @@ from ..informers import Informer
 from ..kube.client import ApiError
 from ..kube.resources import STORAGE_CLASSES
 from ..translate import storageclasses
-from .base import SYNC_ERROR
+from .base import SYNC_ERROR, delete_exactly
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +96,7 @@ class StorageClasses:
             await self.ctx.virtual_client.patch(STORAGE_CLASSES, key, patch)
 
     async def _delete(self, virtual: Obj) -> None:
-        meta = virtual["metadata"]
-        try:
-            await self.ctx.virtual_client.delete(
-                STORAGE_CLASSES, meta["name"], preconditions={"uid": meta["uid"]}
-            )
-        except ApiError as err:
-            if not (err.not_found or err.conflict):
-                raise
+        await delete_exactly(self.ctx.virtual_client, STORAGE_CLASSES, virtual, None)
 
     async def _warn_tenant_class(self, virtual: Obj) -> None:
         meta = virtual["metadata"]

@@ -33,13 +33,12 @@ import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from ..controller import SyncContext, split_key
+from ..controller import SyncContext
 from ..informers import Informer
 from ..kube.client import ApiError
 from ..kube.resources import PVCS, PVS, ResourceType
 from ..translate import volumes
-from ..translate.metadata import Ownership
-from .base import SYNC_ERROR, MirroredKind
+from .base import SYNC_ERROR, MirroredKind, delete_exactly
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +72,10 @@ class PersistentVolumeClaims(MirroredKind):
         return volumes.host_pvc(virtual, vcluster=self.ctx.vcluster, host_namespace=self.ctx.host_namespace)
 
     async def reconcile(self, key: str) -> None:
-        namespace, name = split_key(key)
-        virtual = self.virtual(key)
-        host = self.host_for(namespace, name)
-        if host is not None:
-            owned = self.ownership_of(host, namespace, name, virtual)
-            if owned is Ownership.PREVIOUS_INCARNATION:
-                if not _terminating(host):
-                    await self.delete_host(host)
-                return  # its deletion event brings us back to create the new incarnation's copy
-            if owned is not Ownership.OURS:
-                if virtual is not None:
-                    await self.refuse(virtual, host)
-                return
+        sides = await self.both_sides(key)
+        if sides is None:
+            return
+        virtual, host = sides
         if virtual is None:
             self._refused_resize.pop(key, None)
             if host is not None and not _terminating(host):
@@ -99,30 +89,18 @@ class PersistentVolumeClaims(MirroredKind):
         if host is None:
             if volumes.is_bound(virtual):
                 log.info("host claim gone after it was bound; deleting the virtual claim", extra={"pvc": key})
-                await self._delete_virtual(virtual, None)
+                await self.delete_virtual(virtual, grace_period_seconds=None)
                 return
             await self.create(virtual)
             return
         if _terminating(host):
             log.info("host claim is being deleted; deleting the virtual claim", extra={"pvc": key})
-            await self._delete_virtual(virtual, host["metadata"].get("deletionGracePeriodSeconds"))
+            await self.delete_virtual(
+                virtual, grace_period_seconds=host["metadata"].get("deletionGracePeriodSeconds")
+            )
             return
         virtual = await self.sync_back(virtual, host)
         await self.update(virtual, host)
-
-    async def _delete_virtual(self, virtual: Obj, grace: int | None) -> None:
-        meta = virtual["metadata"]
-        try:
-            await self.ctx.virtual_client.delete(
-                PVCS,
-                meta["name"],
-                meta["namespace"],
-                grace_period_seconds=grace,
-                preconditions={"uid": meta["uid"]},
-            )
-        except ApiError as err:
-            if not (err.not_found or err.conflict):
-                raise
 
     async def sync_back(self, virtual: Obj, host: Obj) -> Obj:
         """Host → virtual: the fake PV, volumeName and binder annotations, then status.
@@ -268,9 +246,5 @@ class FakePersistentVolumes:
         await self._set_phase(pv, "Released")
         if _terminating(pv):
             return
-        try:
-            await self.ctx.virtual_client.delete(PVS, key, preconditions={"uid": pv["metadata"]["uid"]})
-        except ApiError as err:
-            if not (err.not_found or err.conflict):
-                raise
+        await delete_exactly(self.ctx.virtual_client, PVS, pv, None)
         log.info("fake persistent volume deleted", extra={"pv": key})
