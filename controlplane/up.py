@@ -108,7 +108,9 @@ vcluster-py is up (host cluster {host.startup_seconds.get("total", 0):.1f}s, \
 virtual control plane {vcluster.plane.startup_seconds.get("total", 0):.1f}s, syncer running).
 
   host cluster      {host.server}   ({args.nodes} kwok nodes)
-  virtual cluster   {args.name} in host namespace {args.namespace}: {vcluster.plane.server}
+  virtual cluster   {args.name} in host namespace {args.namespace}
+                    front door (proxy) https://127.0.0.1:{vcluster.proxy_ports[0]}, \
+API server {vcluster.plane.server}
 
 Use them:
   export KUBECONFIG={v_kc}      # the virtual cluster
