@@ -299,6 +299,9 @@ async def _import(args: argparse.Namespace) -> int:
         print(f"virtual cluster {args.name} imported into project {args.project} as {name}")
         if args.wait:
             await _wait(client, args, name, (PHASE_READY,))
+            print(f"virtual cluster {name} is Ready")
+            if not args.no_use:  # as `create` does: an imported cluster is one to use
+                await _add_context(client, args, name)
     return 0
 
 

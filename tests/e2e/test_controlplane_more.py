@@ -376,7 +376,12 @@ def test_management_api_watch_update_deletecollection(hk: Kubectl, controlplane:
 
 
 def test_cli_import_existing_virtual_cluster(
-    hk: Kubectl, controlplane: ControlPlane, host_cluster: HostCluster, user_kubeconfig: Path, tmp_path: Path
+    hk: Kubectl,
+    controlplane: ControlPlane,
+    host_cluster: HostCluster,
+    user_kubeconfig: Path,
+    tmp_path: Path,
+    binaries: Binaries,
 ) -> None:
     ns = unique_name("imp")
     existing = LocalVirtualCluster(
@@ -408,8 +413,16 @@ def test_cli_import_existing_virtual_cluster(
         assert vci["metadata"]["annotations"]["loft.sh/imported"] == "true"
         assert vci["spec"]["clusterRef"] == {"cluster": "local", "namespace": ns, "virtualCluster": "legacy"}
         assert "cli-adopted" in cli("list", "vclusters", kubeconfig=user_kubeconfig).stdout
+        # Like `create`, an import adds a kube-context for the adopted cluster and switches to it.
+        ctx = f"vcluster-py_cli-adopted_{PROJECT}"
+        assert f"switched to context {ctx}" in out.stdout, out.stdout
+        vk = kubectl_for(binaries, user_kubeconfig)
+        assert vk("config", "current-context").stdout.strip() == ctx
+        assert "namespace/default" in vk("get", "namespaces", "-o", "name").stdout
         pids = existing.pids()
         cli("delete", "vcluster", "cli-adopted", "--project", PROJECT, "--wait", kubeconfig=user_kubeconfig)
+        config = yaml.safe_load(user_kubeconfig.read_text())
+        assert not any(c["name"] == ctx for c in config["contexts"])
         # adopted, not owned: the same processes keep running and the namespace stays
         assert existing.pids() == pids and all(pids)
         assert hk("get", "namespace", ns, check=False).returncode == 0
