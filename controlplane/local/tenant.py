@@ -22,7 +22,7 @@ from syncer import host_rbac
 from syncer.kube import kubeconfigs
 
 from .binaries import Binaries
-from .processes import ManagedProcess, ProcessGroup, free_port, wait_until
+from .processes import ManagedProcess, ProcessGroup, free_port, port_free, wait_until
 from .virtual import VirtualControlPlane
 
 log = logging.getLogger(__name__)
@@ -156,9 +156,24 @@ class LocalVirtualCluster:
             *extra,
         ]
 
+    def _stable_proxy_port(self) -> int:
+        """The first syncer's proxy keeps its port across restarts (sleep/wake, a new controller):
+        kubeconfigs handed out earlier point at it. A new port only if another process took it."""
+        remembered = self.state_dir / "proxy-port"
+        try:
+            port = int(remembered.read_text())
+            if port_free(port):
+                return port
+        except (OSError, ValueError):
+            pass
+        port = free_port()
+        remembered.parent.mkdir(parents=True, exist_ok=True)
+        remembered.write_text(str(port))
+        return port
+
     def start_syncer(self, *extra: str, wait_leader: bool = True, timeout: float = 60) -> ManagedProcess:
-        health, proxy = free_port(), free_port()
         index = len(self.syncers.processes)
+        health, proxy = free_port(), self._stable_proxy_port() if index == 0 else free_port()
         proc = self.syncers.start(
             ManagedProcess(
                 f"syncer-{self.name}-{index}",

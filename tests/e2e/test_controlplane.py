@@ -245,11 +245,12 @@ def test_sleep_and_wake(
         "wakeup", "vcluster", "my-virtual-cluster", "--project", PROJECT, "--wait", kubeconfig=user_kubeconfig
     )
     assert phase(hk, "my-virtual-cluster")["phase"] == "Ready"
-    # data kept: the virtual objects survive (a bare pod is gone with its host copy, as in vcluster)
-    cli("use", "vcluster", "my-virtual-cluster", "--project", PROJECT, kubeconfig=user_kubeconfig)
+    # data kept: the virtual objects survive (a bare pod is gone with its host copy, as in vcluster),
+    # and the kube-context `use` added before the sleep still works (the proxy keeps its port).
     vk = kubectl_for(binaries, user_kubeconfig)
+    ctx = f"--context=vcluster-py_my-virtual-cluster_{PROJECT}"
     eventually(
-        lambda: vk("get", "configmap", "kept", "-n", "default", check=False).returncode == 0,
+        lambda: vk(ctx, "get", "configmap", "kept", "-n", "default", check=False).returncode == 0,
         timeout=120,
         what="virtual data kept across sleep",
     )
