@@ -76,7 +76,7 @@ def _pod_ready(hk: Kubectl, ns: str, name: str) -> dict[str, Any] | None:
     return pod if ready else None
 
 
-def test_helm_driver_installs_rendered_values_and_uninstalls_on_delete(
+def test_helm_driver_installs_rendered_values_sleeps_wakes_and_uninstalls_on_delete(
     hk: Kubectl, controlplane: ControlPlane, binaries: Binaries
 ) -> None:
     name = unique_name("hv")
@@ -137,6 +137,26 @@ def test_helm_driver_installs_rendered_values_and_uninstalls_on_delete(
         labels = get_json(hk, "namespace", host_ns)["metadata"]["labels"]
         assert labels["loft.sh/vcluster-instance-name"] == name
         assert labels["loft.sh/vcluster-instance-namespace"] == PNS
+
+        # sleep: scaled to zero, the release (and its data) kept; wake: back to one Ready pod
+        hk("annotate", "vci", name, "-n", PNS, "sleepmode.loft.sh/force=true")
+        wait_phase(hk, controlplane, name, "Sleeping", timeout=180)
+        eventually(
+            lambda: (
+                get_json(hk, "statefulset", name, "-n", host_ns)["spec"]["replicas"] == 0
+                and hk("get", "pod", f"{name}-0", "-n", host_ns, check=False).returncode != 0
+            ),
+            timeout=120,
+            what="StatefulSet scaled to zero and its pod gone",
+        )
+        releases = json.loads(_helm(binaries, controlplane, "list", "-n", host_ns, "-o", "json").stdout)
+        assert [r["name"] for r in releases] == [name], "the release stays installed while asleep"
+        hk("annotate", "vci", name, "-n", PNS, "sleepmode.loft.sh/force-")
+        wait_phase(hk, controlplane, name, "Ready", timeout=300)
+        assert get_json(hk, "statefulset", name, "-n", host_ns)["spec"]["replicas"] == 1
+        eventually(
+            lambda: _pod_ready(hk, host_ns, f"{name}-0"), timeout=120, what="vcluster pod Ready after wake"
+        )
     finally:
         hk("delete", "vci", name, "-n", PNS, "--ignore-not-found", "--wait=true", timeout=300)
 
