@@ -21,7 +21,8 @@ import pytest
 
 from controlplane.local.host import HostCluster
 from controlplane.local.processes import ManagedProcess, ProcessGroup, free_port, http_ok, wait_until
-from tests.support import Kubectl, eventually
+from controlplane.local.tenant import LocalVirtualCluster
+from tests.support import Kubectl, eventually, unique_name
 
 PROJECT = "my-project"
 PNS = f"loft-p-{PROJECT}"
@@ -212,3 +213,14 @@ def controlplane(
 @pytest.fixture(scope="module")
 def hk(host_kubectl: Kubectl, controlplane: ControlPlane) -> Kubectl:
     return host_kubectl
+
+
+def legacy_cluster(host: HostCluster, state_dir: Path) -> LocalVirtualCluster:
+    """An already running virtual cluster that no instance owns: what import adopts."""
+    return LocalVirtualCluster(
+        host,
+        name="legacy",
+        namespace=unique_name("imp"),
+        state_dir=state_dir,
+        syncer_args=(*SYNCER_ARGS, "--out-kube-config-secret=vc-legacy"),
+    )

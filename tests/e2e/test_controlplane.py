@@ -16,16 +16,17 @@ import pytest
 import yaml
 
 from controlplane.local.host import HostCluster
-from controlplane.local.tenant import LocalVirtualCluster
 from tests.e2e.controlplane_support import (
     PNS,
     PROJECT,
-    SYNCER_ARGS,
     ControlPlane,
     cli,
     controlplane,
+    ensure_project,
     get_json,
     hk,
+    legacy_cluster,
+    token,
 )
 from tests.e2e.controlplane_support import api as _api
 from tests.support import Kubectl, eventually, kubectl_for, unique_name
@@ -133,17 +134,7 @@ def test_crds_installed_and_project_namespace(hk: Kubectl) -> None:
         "projects",
     ):
         assert f"{plural}.management.loft.sh" in crds
-    hk(
-        "apply",
-        "-f",
-        "-",
-        stdin=json.dumps(
-            {"apiVersion": "management.loft.sh/v1", "kind": "Project", "metadata": {"name": PROJECT}}
-        ),
-    )
-    eventually(
-        lambda: hk("get", "namespace", PNS, check=False).returncode == 0, timeout=60, what="project namespace"
-    )
+    ensure_project(hk)
 
 
 def test_seed_instance_becomes_ready(hk: Kubectl, controlplane: ControlPlane) -> None:
@@ -256,13 +247,8 @@ def test_sleep_and_wake(
     )
 
 
-def _token(hk: Kubectl, sa: str) -> str:
-    hk("create", "serviceaccount", sa, "-n", "default", check=False)
-    return str(hk("create", "token", sa, "-n", "default").stdout.strip())
-
-
 def test_management_api_rbac_and_use(hk: Kubectl, controlplane: ControlPlane) -> None:
-    reader = _token(hk, "mgmt-reader")
+    reader = token(hk, "mgmt-reader")
     hk(
         "create",
         "role",
@@ -337,7 +323,7 @@ def test_management_api_rbac_and_use(hk: Kubectl, controlplane: ControlPlane) ->
     code, body = _api(controlplane, "POST", base + "/my-virtual-cluster/kubeconfig", reader, b"{}")
     assert code == 200 and "clusters" in yaml.safe_load(body["status"]["kubeConfig"])
     # an admin (bound to cluster-admin) creates and deletes via the seed's YAML body
-    admin = _token(hk, "mgmt-admin")
+    admin = token(hk, "mgmt-admin")
     hk(
         "create",
         "clusterrolebinding",
@@ -354,17 +340,11 @@ def test_management_api_rbac_and_use(hk: Kubectl, controlplane: ControlPlane) ->
 def test_import_existing_virtual_cluster(
     hk: Kubectl, controlplane: ControlPlane, host_cluster: HostCluster, tmp_path: Path
 ) -> None:
-    ns = unique_name("imp")
-    existing = LocalVirtualCluster(
-        host_cluster,
-        name="legacy",
-        namespace=ns,
-        state_dir=tmp_path / "legacy",
-        syncer_args=(*SYNCER_ARGS, "--out-kube-config-secret=vc-legacy"),
-    )
+    existing = legacy_cluster(host_cluster, tmp_path / "legacy")
+    ns = existing.namespace
     existing.start()
     try:
-        admin = _token(hk, "mgmt-admin")
+        admin = token(hk, "mgmt-admin")
         body = yaml.safe_dump(
             {
                 "apiVersion": "management.loft.sh/v1",

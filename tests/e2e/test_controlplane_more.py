@@ -19,13 +19,11 @@ import yaml
 
 from controlplane.local.binaries import Binaries
 from controlplane.local.host import HostCluster
-from controlplane.local.tenant import LocalVirtualCluster
 from tests.e2e.controlplane_support import (
     API_PREFIX,
     INSECURE,
     PNS,
     PROJECT,
-    SYNCER_ARGS,
     ControlPlane,
     admin_token,
     api,
@@ -34,6 +32,7 @@ from tests.e2e.controlplane_support import (
     ensure_project,
     exists,
     get_json,
+    legacy_cluster,
     wait_phase,
 )
 from tests.support import Kubectl, eventually, kubectl_for, unique_name
@@ -383,14 +382,8 @@ def test_cli_import_existing_virtual_cluster(
     tmp_path: Path,
     binaries: Binaries,
 ) -> None:
-    ns = unique_name("imp")
-    existing = LocalVirtualCluster(
-        host_cluster,
-        name="legacy",
-        namespace=ns,
-        state_dir=tmp_path / "legacy",
-        syncer_args=(*SYNCER_ARGS, "--out-kube-config-secret=vc-legacy"),
-    )
+    existing = legacy_cluster(host_cluster, tmp_path / "legacy")
+    ns = existing.namespace
     existing.start()
     try:
         out = cli(
