@@ -29,20 +29,8 @@ KNOWN_RESOURCES: tuple[str, ...] = (
 
 # On unless switched off. storageclasses, priorityclasses and networkpolicies are opt-in, as in
 # vcluster; `nodes` and `persistentvolumes` mean the fake virtual nodes and PVs.
-DEFAULT_ENABLED: frozenset[str] = frozenset(
-    {
-        "pods",
-        "services",
-        "endpoints",
-        "configmaps",
-        "secrets",
-        "events",
-        "persistentvolumeclaims",
-        "persistentvolumes",
-        "ingresses",
-        "nodes",
-    }
-)
+OPT_IN: frozenset[str] = frozenset({"storageclasses", "priorityclasses", "networkpolicies"})
+DEFAULT_ENABLED: frozenset[str] = frozenset(KNOWN_RESOURCES) - OPT_IN
 
 POD_SECURITY_LEVELS: tuple[str, ...] = ("privileged", "baseline", "restricted")
 
