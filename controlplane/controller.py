@@ -41,6 +41,7 @@ from .resources import (
     COND_READY,
     COND_SPACE_READY,
     COND_TEMPLATE_RESOLVED,
+    COND_TEMPLATE_SYNCED,
     FINALIZER,
     LABEL_INSTANCE_NAME,
     LABEL_INSTANCE_NAMESPACE,
@@ -55,6 +56,7 @@ from .resources import (
     PROJECTS,
     SPACE_INSTANCES,
     SPACE_TEMPLATES,
+    STATUS_SYNCED_TEMPLATE,
     VIRTUAL_CLUSTER_INSTANCES,
     VIRTUAL_CLUSTER_TEMPLATES,
     default_host_namespace,
@@ -168,14 +170,23 @@ class Controller:
     # --- status
 
     async def _status(self, rt: ResourceType, obj: Obj, **changes: Any) -> Obj:
-        status = dict(obj.get("status") or {})
-        status.update(changes)
+        """Write `status` with `changes` (a None value removes the field), unless nothing changes.
+
+        The whole status is replaced (JSON patch), not merged: a merge patch would keep keys that a
+        smaller rendered or recorded template no longer has. This controller is status's only writer.
+        """
+        status = {k: v for k, v in {**(obj.get("status") or {}), **changes}.items() if v is not None}
         if status == (obj.get("status") or {}):
             return obj
         meta = obj["metadata"]
         try:
             updated = await self.client.patch(
-                rt, meta["name"], {"status": status}, meta.get("namespace"), subresource="status"
+                rt,
+                meta["name"],
+                [{"op": "add", "path": "/status", "value": status}],
+                meta.get("namespace"),
+                patch_type="json",
+                subresource="status",
             )
         except ApiError as err:
             if err.not_found:
@@ -184,39 +195,79 @@ class Controller:
         obj["status"] = updated.get("status") or status
         return obj
 
-    async def _fail(self, rt: ResourceType, obj: Obj, condition: str, reason: str, message: str) -> None:
-        conditions = set_condition(
-            list((obj.get("status") or {}).get("conditions") or []), condition, False, reason, message
-        )
+    async def _fail(
+        self,
+        rt: ResourceType,
+        obj: Obj,
+        condition: str,
+        reason: str,
+        message: str,
+        *,
+        also: tuple[str, ...] = (),
+    ) -> None:
+        """Phase Failed, the reason on `condition` and on those in `also`; ends the reconcile (_Stop)."""
+        conditions = list((obj.get("status") or {}).get("conditions") or [])
+        for type_ in (condition, *also):
+            conditions = set_condition(conditions, type_, False, reason, message)
         log.warning("instance failed", extra={"key": self._key(obj), "reason": reason, "detail": message})
         await self._status(rt, obj, phase=PHASE_FAILED, reason=reason, message=message, conditions=conditions)
         raise _Stop()
 
     # --- templates
 
-    def _resolve(self, obj: Obj, template_rt: ResourceType, builtins: dict[str, Any]) -> Obj:
-        """The rendered template definition of an instance (TemplateError on any problem)."""
+    def _resolve(self, obj: Obj, template_rt: ResourceType, builtins: dict[str, Any]) -> tpl.Resolution:
+        """What the instance renders from: its recorded template unless a sync is due (TemplateError
+        on a problem with nothing recorded to fall back on). The decision is tpl.resolve_instance's."""
         spec = obj.get("spec") or {}
-        ref = spec.get("templateRef") or {}
-        inline = spec.get("template")
-        given = tpl.parse_parameters(spec.get("parameters"))
-        if ref.get("name") and inline:
-            raise tpl.TemplateError("Forbidden", "spec.template and spec.templateRef are mutually exclusive")
-        definitions: list[Obj] = []
-        if ref.get("name"):
-            store = self.stores.get(template_rt.plural)
-            template = store.get(str(ref["name"])) if store else None
-            if template is None:
-                raise tpl.TemplateError("TemplateNotFound", f"{template_rt.kind} {ref['name']!r} not found")
-            definition, definitions, _version = tpl.select_template(
-                template.get("spec") or {}, str(ref.get("version") or "")
+        name = str((spec.get("templateRef") or {}).get("name") or "")
+        store = self.stores.get(template_rt.plural)
+        template = store.get(name) if name and store else None
+        return tpl.resolve_instance(
+            spec,
+            (obj.get("status") or {}).get(STATUS_SYNCED_TEMPLATE),
+            None if template is None else (template.get("spec") or {}),
+            builtins,
+            template_rt.kind,
+        )
+
+    async def _record_template(
+        self, rt: ResourceType, obj: Obj, resolved: tpl.Resolution, conditions: list[Obj], rendered_field: str
+    ) -> tuple[Obj, list[Obj]]:
+        """Write TemplateSynced and the synced template to status now; then reset syncOnce.
+
+        The status goes first: were syncOnce reset before the new template is recorded, a reconcile that
+        fails later (a deploy, say) would come back to the old record with nothing asking to sync again.
+        Written here rather than with the phase, so the condition is on the object even when a later
+        step fails the instance.
+        """
+        info = resolved.reason == tpl.TEMPLATE_CHANGES_AVAILABLE
+        conditions = set_condition(
+            conditions,
+            COND_TEMPLATE_SYNCED,
+            not resolved.reason,
+            resolved.reason,
+            resolved.message,
+            severity="Info" if info else "",
+        )
+        changes: dict[str, Any] = {"conditions": conditions}
+        if resolved.synced is not None:
+            changes[STATUS_SYNCED_TEMPLATE] = resolved.synced.to_status()
+        elif STATUS_SYNCED_TEMPLATE in (obj.get("status") or {}):
+            changes[STATUS_SYNCED_TEMPLATE] = None  # inline template now: nothing recorded to follow
+        if resolved.newly_synced:
+            changes[rendered_field] = resolved.rendered
+            log.info(
+                "instance synced with its template",
+                extra={"key": self._key(obj), "template": resolved.synced and resolved.synced.describe()},
             )
-        else:
-            definition = dict(inline or {})
-        params = tpl.validate_parameters(definitions, given) if definitions else dict(given)
-        values = {**params, "loft": builtins}
-        rendered: Obj = tpl.render(definition, values)
-        return rendered
+        obj = await self._status(rt, obj, **changes)
+        ref = (obj.get("spec") or {}).get("templateRef") or {}
+        if resolved.newly_synced and ref.get("syncOnce"):
+            meta = obj["metadata"]
+            await self.client.patch(
+                rt, meta["name"], {"spec": {"templateRef": {"syncOnce": False}}}, meta.get("namespace")
+            )
+        return obj, conditions
 
     # --- VirtualClusterInstance
 
@@ -315,16 +366,18 @@ class Controller:
         }
         if not imported or spec.get("template") or spec.get("templateRef"):
             try:
-                rendered = self._resolve(obj, VIRTUAL_CLUSTER_TEMPLATES, builtins)
-                values_layer = tpl.parse_values((rendered.get("helmRelease") or {}).get("values"))
+                resolved = self._resolve(obj, VIRTUAL_CLUSTER_TEMPLATES, builtins)
+                values_layer = tpl.parse_values((resolved.rendered.get("helmRelease") or {}).get("values"))
             except tpl.TemplateError as err:
-                await self._fail(rt, obj, COND_TEMPLATE_RESOLVED, err.reason, err.message)
+                await self._fail(
+                    rt, obj, COND_TEMPLATE_RESOLVED, err.reason, err.message, also=(COND_TEMPLATE_SYNCED,)
+                )
                 raise  # unreachable
         else:
-            rendered, values_layer = {}, {}
+            resolved, values_layer = tpl.Resolution({}, None), {}
+        rendered = resolved.rendered
         conditions = set_condition(conditions, COND_TEMPLATE_RESOLVED, True)
-        if (spec.get("templateRef") or {}).get("syncOnce"):
-            await self.client.patch(rt, name, {"spec": {"templateRef": {"syncOnce": False}}}, namespace)
+        obj, conditions = await self._record_template(rt, obj, resolved, conditions, "virtualCluster")
 
         values = tpl.merge_values(self.chart_values, {"serviceCIDR": self.service_cidr}, values_layer)
         try:
@@ -621,11 +674,15 @@ class Controller:
             )
         builtins = {"project": project, "name": name, "space": space_ns, "cluster": ref.get("cluster", "")}
         try:
-            rendered = self._resolve(obj, SPACE_TEMPLATES, builtins)
+            resolved = self._resolve(obj, SPACE_TEMPLATES, builtins)
         except tpl.TemplateError as err:
-            await self._fail(rt, obj, COND_TEMPLATE_RESOLVED, err.reason, err.message)
+            await self._fail(
+                rt, obj, COND_TEMPLATE_RESOLVED, err.reason, err.message, also=(COND_TEMPLATE_SYNCED,)
+            )
             raise  # unreachable
+        rendered = resolved.rendered
         conditions = set_condition(conditions, COND_TEMPLATE_RESOLVED, True)
+        obj, conditions = await self._record_template(rt, obj, resolved, conditions, "space")
         md = rendered.get("metadata") or {}
         try:
             await self._ensure_namespace(

@@ -24,12 +24,24 @@ def now() -> str:
 
 
 def set_condition(
-    conditions: list[Obj], type_: str, status: bool, reason: str = "", message: str = ""
+    conditions: list[Obj],
+    type_: str,
+    status: bool,
+    reason: str = "",
+    message: str = "",
+    severity: str = "",
 ) -> list[Obj]:
-    """Conditions with `type_` set; lastTransitionTime moves only when the status flips."""
+    """Conditions with `type_` set; lastTransitionTime moves only when the status flips.
+
+    A condition keeps its place in the list (a new one goes last): the controller writes status more
+    than once per reconcile, and a list whose order changed would be a change, so a write, so a watch
+    event and another reconcile, for ever. A False condition is an Error when it has a reason, unless
+    `severity` says otherwise (a template with changes not yet synced is news, not a failure).
+    """
     value = "True" if status else "False"
-    out = [dict(c) for c in conditions if c.get("type") != type_]
-    old = next((c for c in conditions if c.get("type") == type_), None)
+    out = [dict(c) for c in conditions]
+    at = next((i for i, c in enumerate(conditions) if c.get("type") == type_), len(out))
+    old = conditions[at] if at < len(conditions) else None
     entry: Obj = {
         "type": type_,
         "status": value,
@@ -38,13 +50,13 @@ def set_condition(
         else now(),
     }
     if not status:
-        entry["severity"] = "Error" if reason else "Info"
+        entry["severity"] = severity or ("Error" if reason else "Info")
     if reason:
         entry["reason"] = reason
     if message:
         entry["message"] = message
-    out.append(entry)
-    return out
+    out[at : at + 1] = [entry]
+    return [c for i, c in enumerate(out) if i == at or c.get("type") != type_]
 
 
 def resource_for(api_version: str, kind: str) -> ResourceType:

@@ -49,12 +49,19 @@ ANNOTATION_SLEEP_TYPE = "sleepmode.loft.sh/sleep-type"
 ANNOTATION_LAST_ACTIVITY = "sleepmode.loft.sh/last-activity"
 ANNOTATION_DRIVER = "vcluster-py.loft.sh/driver"
 
+# The template an instance was synced with, before rendering (vcluster-py's own status field: Loft's
+# documents name only the rendered result, status.virtualCluster / status.space).
+STATUS_SYNCED_TEMPLATE = "syncedTemplate"
+
 PHASE_PENDING = "Pending"
 PHASE_READY = "Ready"
 PHASE_SLEEPING = "Sleeping"
 PHASE_FAILED = "Failed"
 
 COND_TEMPLATE_RESOLVED = "TemplateResolved"
+# Loft's condition for "the instance has what its template says" (False: TemplateChangesAvailable, or the
+# template could not be read and the one synced earlier is still used).
+COND_TEMPLATE_SYNCED = "TemplateSynced"
 COND_SPACE_READY = "SpaceReady"
 COND_DEPLOYED = "VirtualClusterDeployed"
 COND_READY = "VirtualClusterReady"

@@ -1,6 +1,7 @@
 """Pure parts of the reconcile: template versions, parameters, rendering, values merge and hash.
 
-Nothing here talks to a cluster, so each rule is unit-tested on its own.
+Nothing here talks to a cluster, so each rule is unit-tested on its own; that includes when an instance
+follows its template (`resolve_instance`).
 
 Rendering understands the subset of Go templates Loft's documents use: `{{ .Values.a.b }}`, optionally
 piped through `default "x"`, `quote` or `toYaml`/`toJson`. Anything else is an `ErrorRenderingTemplate`,
@@ -15,6 +16,7 @@ import json
 import re
 import shlex
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -41,6 +43,19 @@ def _parts(version: str) -> tuple[int, int, int] | None:
     return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
 
 
+def _pattern(wanted: str) -> list[str]:
+    pattern = wanted.strip().lstrip("v").split(".")
+    if len(pattern) != 3 or not all(p.isdigit() or p in ("x", "X") for p in pattern):
+        raise TemplateError(
+            "VersionError", f"version {wanted!r} is not of the form MAJOR.MINOR.PATCH (x allowed)"
+        )
+    return pattern
+
+
+def _matches(parts: tuple[int, int, int], pattern: list[str]) -> bool:
+    return all(p in ("x", "X") or int(p) == parts[i] for i, p in enumerate(pattern))
+
+
 def resolve_version(available: Iterable[str], wanted: str) -> str:
     """The highest of `available` matching `wanted` (MAJOR.MINOR.PATCH, each part a number or x/X).
 
@@ -52,16 +67,8 @@ def resolve_version(available: Iterable[str], wanted: str) -> str:
         raise TemplateError("VersionNotFound", "the template has no versions")
     if not wanted:
         return max(versions)[1]
-    pattern = wanted.strip().lstrip("v").split(".")
-    if len(pattern) != 3 or not all(p.isdigit() or p in ("x", "X") for p in pattern):
-        raise TemplateError(
-            "VersionError", f"version {wanted!r} is not of the form MAJOR.MINOR.PATCH (x allowed)"
-        )
-    matches = [
-        (parts, v)
-        for parts, v in versions
-        if all(p in ("x", "X") or int(p) == parts[i] for i, p in enumerate(pattern))
-    ]
+    pattern = _pattern(wanted)
+    matches = [(parts, v) for parts, v in versions if _matches(parts, pattern)]
     if not matches:
         raise TemplateError("VersionNotFound", f"no template version matches {wanted!r}")
     return max(matches)[1]
@@ -368,3 +375,190 @@ def validate_syncer_args(args: Iterable[str]) -> frozenset[str]:
         return effective_resources(disable, sync)
     except OptionsError as exc:
         raise TemplateError("InvalidSyncerArgs", f"syncer.extraArgs: {exc}") from None
+
+
+# --- following the template -------------------------------------------------------------------------
+#
+# Loft's documents: "SyncOnce tells the controller to sync the instance once with the template. This is
+# useful if you want to sync an instance after a template was changed. To automatically sync an instance
+# with a template, use 'x.x.x' as version instead." So an instance keeps what it was synced with; the
+# live template reaches it again only through syncOnce, or through a newer version matching an x pattern.
+
+TEMPLATE_CHANGES_AVAILABLE = "TemplateChangesAvailable"
+
+
+@dataclass(frozen=True)
+class SyncedTemplate:
+    """The template an instance was last synced with: kept in its status (`status.syncedTemplate`).
+
+    It holds the definition before rendering, with its parameter definitions, so that a change of the
+    instance's own `spec.parameters` still renders again at once without reading the live template.
+    """
+
+    name: str
+    version: str
+    template: dict[str, Any]
+    parameters: list[dict[str, Any]]
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "template": copy.deepcopy(self.template),
+            "parameters": copy.deepcopy(self.parameters),
+        }
+
+    @classmethod
+    def from_status(cls, raw: Any) -> SyncedTemplate | None:
+        if not isinstance(raw, Mapping) or not raw.get("name"):
+            return None
+        return cls(
+            name=str(raw["name"]),
+            version=str(raw.get("version") or ""),
+            template=dict(raw.get("template") or {}),
+            parameters=[dict(p) for p in raw.get("parameters") or []],
+        )
+
+    def describe(self) -> str:
+        return f"{self.name} version {self.version}" if self.version else self.name
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What an instance renders from in this reconcile, and what its TemplateSynced condition says.
+
+    `synced` is what `status.syncedTemplate` must hold (None for an inline `spec.template`, which is the
+    instance's own spec and so always followed). `newly_synced` means it was taken from the live template
+    just now: the controller records it before resetting `spec.templateRef.syncOnce`. A non-empty
+    `reason` makes TemplateSynced False: the live template has changes not applied, or it could not be
+    read and the recorded one is used.
+    """
+
+    rendered: dict[str, Any]
+    synced: SyncedTemplate | None
+    newly_synced: bool = False
+    reason: str = ""
+    message: str = ""
+
+
+def follows_versions(wanted: str) -> bool:
+    """An x in templateRef.version (`x.x.x`, `1.x.x`) asks for newer matching versions automatically."""
+    return "x" in wanted.lower()
+
+
+def _newer(candidate: str, than: str) -> bool:
+    new, old = _parts(candidate), _parts(than)
+    return new is not None and (old is None or new > old)
+
+
+def _still_wanted(recorded: SyncedTemplate, name: str, wanted: str) -> bool:
+    """Whether the recorded template still answers templateRef (same name, version within the pattern).
+
+    The user changing templateRef.name or .version asks for another template: that is a sync, not a
+    template edit to hold back.
+    """
+    if recorded.name != name:
+        return False
+    if not wanted:
+        return True
+    try:
+        pattern = _pattern(wanted)
+    except TemplateError:
+        return False
+    if not recorded.version:  # a template without versions answers only x.x.x (as in select_template)
+        return all(p in ("x", "X") for p in pattern)
+    parts = _parts(recorded.version)
+    return parts is not None and _matches(parts, pattern)
+
+
+def _render_with(
+    definition: Mapping[str, Any],
+    definitions: list[dict[str, Any]],
+    given: Mapping[str, Any],
+    builtins: Mapping[str, Any],
+) -> dict[str, Any]:
+    params = validate_parameters(definitions, given) if definitions else dict(given)
+    rendered: dict[str, Any] = render(copy.deepcopy(dict(definition)), {**params, "loft": dict(builtins)})
+    return rendered
+
+
+def resolve_instance(
+    spec: Mapping[str, Any],
+    recorded: Any,
+    live_template_spec: Mapping[str, Any] | None,
+    builtins: Mapping[str, Any],
+    template_kind: str,
+) -> Resolution:
+    """The template an instance renders from: the recorded one unless a sync is due.
+
+    - an inline `spec.template` is rendered as it is now (it is the instance's own spec);
+    - nothing usable recorded (first reconcile, or templateRef now names another template or a version
+      outside the recorded one): sync from the live template; a problem raises TemplateError and so
+      fails the instance, as there is nothing to fall back on;
+    - `syncOnce`, or an x version with a newer matching version in the live template: sync again; if
+      that fails the recorded template is kept and TemplateSynced says why;
+    - otherwise the recorded template; TemplateSynced is False (TemplateChangesAvailable) when a sync
+      would now give something else.
+
+    `recorded` is `status.syncedTemplate` as read; `live_template_spec` is None when the template is
+    missing. Errors in the instance's own parameters raise, whatever template they are checked against.
+    """
+    ref = spec.get("templateRef") or {}
+    inline = spec.get("template")
+    given = parse_parameters(spec.get("parameters"))
+    name = str(ref.get("name") or "")
+    if name and inline:
+        raise TemplateError("Forbidden", "spec.template and spec.templateRef are mutually exclusive")
+    if not name:
+        return Resolution(_render_with(dict(inline or {}), [], given, builtins), None)
+
+    wanted = str(ref.get("version") or "")
+    kept = SyncedTemplate.from_status(recorded)
+    if kept is not None and not _still_wanted(kept, name, wanted):
+        kept = None
+    live: SyncedTemplate | None = None
+    problem: TemplateError | None = None
+    if live_template_spec is None:
+        problem = TemplateError("TemplateNotFound", f"{template_kind} {name!r} not found")
+    else:
+        try:
+            definition, definitions, version = select_template(live_template_spec, wanted)
+            live = SyncedTemplate(name, version, definition, definitions)
+        except TemplateError as err:
+            problem = err
+
+    if kept is None:
+        if live is None:
+            assert problem is not None
+            raise problem
+        return Resolution(_render_with(live.template, live.parameters, given, builtins), live, True)
+
+    sync = bool(ref.get("syncOnce")) or (
+        follows_versions(wanted) and live is not None and _newer(live.version, kept.version)
+    )
+    if sync and live is not None:
+        try:
+            return Resolution(_render_with(live.template, live.parameters, given, builtins), live, True)
+        except TemplateError as err:
+            problem = err
+    rendered = _render_with(kept.template, kept.parameters, given, builtins)
+    if problem is not None:
+        action = "syncing" if sync else "reading"
+        return Resolution(
+            rendered,
+            kept,
+            reason=problem.reason,
+            message=f"{action} {template_kind} {name!r}: {problem.message}; still using {kept.describe()}",
+        )
+    if live is not None and live != kept:
+        newer = f" (now version {live.version})" if live.version != kept.version else ""
+        return Resolution(
+            rendered,
+            kept,
+            reason=TEMPLATE_CHANGES_AVAILABLE,
+            message=(
+                f"{template_kind} {name!r} changed since the instance was synced with "
+                f"{kept.describe()}{newer}; set spec.templateRef.syncOnce: true to sync again"
+            ),
+        )
+    return Resolution(rendered, kept)

@@ -25,9 +25,12 @@ def test_crds_shape() -> None:
     assert {"displayName", "owner", "templateRef", "template", "clusterRef", "parameters"} <= set(
         vci["spec"]["properties"]
     )
-    assert {"phase", "reason", "message", "deployHash", "conditions", "virtualCluster"} <= set(
-        vci["status"]["properties"]
-    )
+    status_fields = {"phase", "reason", "message", "deployHash", "conditions", "virtualCluster"}
+    assert status_fields | {"syncedTemplate"} <= set(vci["status"]["properties"])
+    si = crds["SpaceInstance"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    assert {"space", "syncedTemplate"} <= set(si["status"]["properties"])
+    # the recorded template keeps every field (a template's definition is open-ended)
+    assert si["status"]["properties"]["syncedTemplate"]["x-kubernetes-preserve-unknown-fields"] is True
     params = crds["VirtualClusterTemplate"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
         "spec"
     ]["properties"]["parameters"]
