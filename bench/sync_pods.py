@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -35,7 +36,7 @@ from controlplane.local.host import HostCluster
 from controlplane.local.tenant import LocalVirtualCluster
 from syncer.kube.client import KubeClient
 from syncer.kube.resources import NAMESPACES, PODS
-from syncer.translate.names import ANN_OBJECT_NAME
+from syncer.translate.names import ANN_OBJECT_NAME, MARKER_LABEL
 
 CLIENT_QPS, CLIENT_BURST = 200.0, 400  # what the syncer's host client uses
 
@@ -49,11 +50,34 @@ def pod(name: str, namespace: str) -> dict[str, Any]:
     }
 
 
+def namespace(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def cpu_seconds(processes: dict[str, int]) -> dict[str, float]:
+    """User+system CPU seconds of each named process (and of this benchmark process)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for name, pid in {**processes, "bench-client": os.getpid()}.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def cluster_processes(vc: LocalVirtualCluster) -> dict[str, int]:
+    host = vc.host
+    groups = [vc.plane.group, vc.syncers] + ([host.group] if isinstance(host, HostCluster) else [])
+    return {p.name: p.pid for g in groups for p in g.processes if p.pid}
 
 
 def rss_kib(pid: int) -> int:
@@ -154,10 +178,13 @@ async def through_syncer(
             tasks.create_task(_watch(vclient, ns, virtual_seen, virtual_running, "", stop)),
         ]
         await asyncio.sleep(0.5)  # let both watches open before the first create
+        cpu_before = cpu_seconds(cluster_processes(vc))
         start = time.perf_counter()
         created = await create_all(vclient, ns, names, concurrency, pace)
         await wait_for(lambda: all(x in host_seen for x in names), 600)
         run.seconds = max(host_seen[x] for x in names) - start
+        run.extra["virtual_create_rate"] = n / (max(created.values()) - start)
+        _cpu_delta(run, cpu_before, cpu_seconds(cluster_processes(vc)))
         await wait_for(lambda: all(x in virtual_running for x in names), 600)
         stop.set()
         for w in watchers:
@@ -174,20 +201,101 @@ async def through_syncer(
     return run
 
 
-async def direct(host: HostCluster, n: int, concurrency: int) -> Run:
+async def direct(host: HostCluster, vc: LocalVirtualCluster, n: int, concurrency: int) -> Run:
     client = KubeClient.from_kubeconfig(
         host.kubeconfig, name="bench-direct", qps=CLIENT_QPS, burst=CLIENT_BURST
     )
     ns = f"bench-direct-{n}"
     await client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     names = [f"p{i}" for i in range(n)]
+    cpu_before = cpu_seconds(cluster_processes(vc))
     start = time.perf_counter()
     created = await create_all(client, ns, names, concurrency, None)
     run = Run(pods=n, mode="direct-to-host", seconds=max(created.values()) - start)
     run.rate = n / run.seconds
+    _cpu_delta(run, cpu_before, cpu_seconds(cluster_processes(vc)))
     await client.delete(NAMESPACES, ns)  # free the nodes for the syncer's run
     await client.close()
     return run
+
+
+async def drain(vc: LocalVirtualCluster, vclient: KubeClient, hclient: KubeClient) -> None:
+    """Delete the earlier runs' virtual namespaces and wait until the syncer removed their host pods,
+    so the next measurement starts from an empty cluster."""
+    for item in (await vclient.list(NAMESPACES))["items"]:
+        if item["metadata"]["name"].startswith("bench-"):
+            await vclient.delete(NAMESPACES, item["metadata"]["name"])
+    selector = f"{MARKER_LABEL}={vc.name}"
+
+    async def host_pods_left() -> int:
+        return len((await hclient.list(PODS, vc.namespace, label_selector=selector))["items"])
+
+    deadline = time.perf_counter() + 600
+    while await host_pods_left() > 0:
+        if time.perf_counter() > deadline:
+            raise TimeoutError("the earlier runs' host pods were not removed")
+        await asyncio.sleep(1.0)
+
+
+async def catch_up(host: HostCluster, vc: LocalVirtualCluster, n: int, concurrency: int) -> tuple[Run, Run]:
+    """Two measurements with the syncer stopped, then one as it restarts.
+
+    * ceiling: the same N pods written to the virtual AND the host API server at once, each with the
+      same concurrency. That is all a syncer that cost nothing could do — every pod is written to both
+      API servers, on the same cores — so its host rate bounds the burst mode on this machine.
+    * catch-up: the syncer started against the N virtual pods of that run, working off the backlog
+      (tokens, secret, host create); its host-create rate from the first host copy to the last.
+    """
+    vclient = KubeClient.from_kubeconfig(
+        vc.plane.admin_kubeconfig_path, name="bench-virtual", qps=CLIENT_QPS, burst=CLIENT_BURST
+    )
+    hclient = KubeClient.from_kubeconfig(
+        host.kubeconfig, name="bench-host", qps=CLIENT_QPS, burst=CLIENT_BURST
+    )
+    await drain(vc, vclient, hclient)
+    ns, direct_ns = f"bench-backlog-{n}", f"bench-ceiling-{n}"
+    names = [f"p{i}" for i in range(n)]
+    vc.stop_syncers()
+    await vclient.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    await hclient.create(
+        NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": direct_ns}}
+    )
+    cpu_before = cpu_seconds(cluster_processes(vc))
+    start = time.perf_counter()
+    _, direct_created = await asyncio.gather(
+        create_all(vclient, ns, names, concurrency, None),
+        create_all(hclient, direct_ns, names, concurrency, None),
+    )
+    ceiling = Run(pods=n, mode="ceiling-both-writes", seconds=max(direct_created.values()) - start)
+    ceiling.rate = n / ceiling.seconds
+    _cpu_delta(ceiling, cpu_before, cpu_seconds(cluster_processes(vc)))
+    await hclient.delete(NAMESPACES, direct_ns)
+    host_seen: dict[str, float] = {}
+    host_running: dict[str, float] = {}
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        watcher = tasks.create_task(
+            _watch(hclient, vc.namespace, host_seen, host_running, ANN_OBJECT_NAME, stop)
+        )
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(vc.start_syncer)
+        cpu_before = cpu_seconds(cluster_processes(vc))
+        await wait_for(lambda: all(x in host_seen for x in names), 600)
+        cpu_after = cpu_seconds(cluster_processes(vc))
+        stop.set()
+        watcher.cancel()
+    first, last = min(host_seen[x] for x in names), max(host_seen[x] for x in names)
+    backlog = Run(pods=n, mode="syncer-catch-up", seconds=last - first)
+    backlog.rate = (n - 1) / backlog.seconds if backlog.seconds > 0 else float("nan")
+    _cpu_delta(backlog, cpu_before, cpu_after)
+    await vclient.close()
+    await hclient.close()
+    return ceiling, backlog
+
+
+def _cpu_delta(run: Run, before: dict[str, float], after: dict[str, float]) -> None:
+    for proc, used in after.items():
+        run.extra[f"cpu_s:{proc}"] = round(used - before.get(proc, used), 2)
 
 
 COLUMNS = (
@@ -215,27 +323,46 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     state = Path(tempfile.mkdtemp(prefix="bench-sync-"))
     host = HostCluster(state / "host", nodes=2, max_pods_per_node=5000)
     host.start()
-    vc = LocalVirtualCluster(host, "bench", "bench-host", state / "vc", syncer_args=("--workers=8",))
+    # The syncer gets as many workers as the direct client has concurrent requests: same concurrency.
+    vc = LocalVirtualCluster(
+        host, "bench", "bench-host", state / "vc", syncer_args=(f"--workers={args.concurrency}",)
+    )
     results: list[Run] = []
     try:
         vc.start()
         for n in args.pods:
-            results.append(await direct(host, n, args.concurrency))
+            results.append(await direct(host, vc, n, args.concurrency))
             results.append(await through_syncer(vc, n, args.concurrency, None, "burst"))
         results.append(await through_syncer(vc, args.paced_pods, args.concurrency, 20.0, "paced"))
+        for n in args.pods:  # last: these restart the syncer
+            results.extend(await catch_up(host, vc, n, args.concurrency))
     finally:
         vc.stop()
         host.stop()
-    ratios = {}
+    ratios: dict[str, dict[str, float]] = {}
     for n in args.pods:
-        d = next(r for r in results if r.mode == "direct-to-host" and r.pods == n)
-        s = next(r for r in results if r.mode == "syncer" and r.pods == n)
-        ratios[str(n)] = s.rate / d.rate
-    paced = results[-1]
+        rate = {r.mode: r.rate for r in results if r.pods == n}
+        base = rate["direct-to-host"]
+        ratios[str(n)] = {
+            "syncer": rate["syncer"] / base,
+            "catch_up": rate["syncer-catch-up"] / base,
+            "ceiling": rate["ceiling-both-writes"] / base,
+        }
+    paced = next(r for r in results if r.mode == "syncer-paced")
     print(table(results))
     for n, ratio in ratios.items():
-        print(f"throughput ratio syncer/direct at {n} pods: {ratio:.2f} (target >= 0.8)")
+        print(
+            f"throughput ratio syncer/direct at {n} pods: {ratio['syncer']:.2f} (target >= 0.8); "
+            f"catching up a backlog: {ratio['catch_up']:.2f}; "
+            f"ceiling for any syncer here (both writes, no syncer): {ratio['ceiling']:.2f}"
+        )
     print(f"paced 20 pods/s: create → host seen p99 {paced.host_seen_p99_ms:.0f} ms (target <= 1000 ms)")
+    print("CPU seconds per process during each run (where the two cores went):")
+    for r in results:
+        cpu = {k.split(":", 1)[1]: v for k, v in r.extra.items() if k.startswith("cpu_s:")}
+        if cpu:
+            busiest = sorted(cpu.items(), key=lambda kv: -kv[1])
+            print(f"  {r.mode:<18} {r.pods:>5}: " + ", ".join(f"{k} {v:.2f}" for k, v in busiest))
     return {
         "runs": [asdict(r) for r in results],
         "throughput_ratio": ratios,

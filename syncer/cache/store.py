@@ -14,9 +14,13 @@ and removed while it was not watching — including deletions it never saw as ev
 must never be ordered (the API conventions say so; etcd's happen to be integers, other storages' not).
 Objects without one (unit tests, synthetic objects) are compared whole.
 
-Objects are stored as given, not copied: the cache is shared read-only state, and anyone who wants to
-modify an object must `copy.deepcopy` it first. Pure and synchronous — no locks are needed on one
-event loop, and no I/O happens here.
+Objects are stored encoded (compact JSON bytes) and decoded on every read. Why: a pod as Python dicts
+and strings costs about six times its JSON size (≈ 22 KB against 3.7 KB for a host pod), and the
+syncer caches every pod twice (virtual and host) plus its token Secret and events — memory per synced
+pod was ≈ 50 KB as dicts. orjson decodes a pod in ≈ 10 µs, far below what a reconcile spends on the
+network. A side effect: every read returns a fresh object the caller may modify freely, and nobody
+can corrupt the cache by mutating what they were given. Pure and synchronous — no locks are needed on
+one event loop, and no I/O happens here.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
+
+import orjson
 
 __all__ = ["Delta", "IndexFn", "KeyFn", "Store", "default_key", "same_version"]
 
@@ -54,12 +60,17 @@ def same_version(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return old == new
 
 
+def _decode(raw: bytes) -> JsonObj:
+    decoded: JsonObj = orjson.loads(raw)
+    return decoded
+
+
 class Store:
     """Objects by key plus secondary indexes, kept consistent by every mutation."""
 
     def __init__(self, key_fn: KeyFn = default_key, indexers: Mapping[str, IndexFn] | None = None) -> None:
         self._key_fn = key_fn
-        self._items: dict[str, JsonObj] = {}
+        self._items: dict[str, bytes] = {}  # key -> compact JSON
         self._indexers: dict[str, IndexFn] = {}
         self._indices: dict[str, dict[str, set[str]]] = {}  # index -> value -> keys
         self._values: dict[str, dict[str, frozenset[str]]] = {}  # index -> key -> values (for removal)
@@ -72,10 +83,11 @@ class Store:
         return self._key_fn(obj)
 
     def get(self, key: str) -> JsonObj | None:
-        return self._items.get(key)
+        raw = self._items.get(key)
+        return None if raw is None else _decode(raw)
 
     def list(self) -> _Objs:
-        return list(self._items.values())
+        return [_decode(raw) for raw in self._items.values()]
 
     def keys(self) -> builtins.list[str]:
         return list(self._items)
@@ -92,7 +104,7 @@ class Store:
 
     def by_index(self, index: str, value: str) -> _Objs:
         """Objects whose indexer `index` produced `value`; KeyError for an unknown index (a typo)."""
-        return [self._items[key] for key in self._indices[index].get(value, ())]
+        return [_decode(self._items[key]) for key in self._indices[index].get(value, ())]
 
     def index_keys(self, index: str, value: str) -> set[str]:
         """Keys of those objects, as a copy the caller may keep."""
@@ -107,7 +119,7 @@ class Store:
         """Register an index, computed at once over the current contents."""
         if name in self._indexers:
             raise ValueError(f"index {name!r} already exists")
-        computed = {key: frozenset(fn(obj)) for key, obj in self._items.items()}
+        computed = {key: frozenset(fn(_decode(raw))) for key, raw in self._items.items()}
         self._indexers[name] = fn
         self._indices[name] = {}
         self._values[name] = {}
@@ -115,12 +127,14 @@ class Store:
             self._link(name, key, values)
 
     def upsert(self, obj: JsonObj) -> JsonObj | None:
-        """Insert or replace `obj`; return the previous object under its key, if any."""
+        """Insert or replace `obj` (stored as a copy); return the previous object under its key, if any."""
         key = self._key_fn(obj)
         # Compute every index value before touching anything: a raising indexer leaves the store intact.
         new_values = {name: frozenset(fn(obj)) for name, fn in self._indexers.items()}
-        old = self._items.get(key)
-        self._items[key] = obj
+        # An exact-size copy: orjson's result keeps its growth buffer (≈ twice the JSON's size).
+        encoded = memoryview(orjson.dumps(obj)).tobytes()
+        old = self.get(key)
+        self._items[key] = encoded
         for name, values in new_values.items():
             previous = self._values[name].get(key, frozenset())
             if previous != values:
@@ -131,11 +145,12 @@ class Store:
     def delete(self, obj_or_key: JsonObj | str) -> JsonObj | None:
         """Remove by object or key; return what was stored, or None if nothing was."""
         key = obj_or_key if isinstance(obj_or_key, str) else self._key_fn(obj_or_key)
-        old = self._items.pop(key, None)
-        if old is not None:
-            for name in self._indexers:
-                self._unlink(name, key, self._values[name].get(key, frozenset()))
-        return old
+        raw = self._items.pop(key, None)
+        if raw is None:
+            return None
+        for name in self._indexers:
+            self._unlink(name, key, self._values[name].get(key, frozenset()))
+        return _decode(raw)
 
     def replace(self, objs: Iterable[JsonObj]) -> builtins.list[Delta]:
         """Make the contents exactly `objs`; return the deltas (unchanged objects produce none).

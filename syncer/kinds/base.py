@@ -181,10 +181,17 @@ class MirroredKind:
         return None
 
     async def create(self, virtual: Obj, body: Obj | None = None) -> None:
-        """Create the host copy (`body` when the caller already translated it)."""
+        """Create the host copy (`body` when the caller already translated it), then `after_create`."""
+        created = await self.create_host(virtual, body)
+        if created is not None:
+            await self.after_create(virtual, created)
+
+    async def create_host(self, virtual: Obj, body: Obj | None = None) -> Obj | None:
+        """The host create alone: the created object, or None when an existing copy was updated
+        (ours, the informer had not seen it yet) or refused (not ours)."""
         body = body if body is not None else self.desired_host(virtual)
         try:
-            created = await self.ctx.host_client.create(self.rtype, body, self.ctx.host_namespace)
+            created: Obj = await self.ctx.host_client.create(self.rtype, body, self.ctx.host_namespace)
         except ApiError as err:
             if not err.already_exists:
                 raise
@@ -193,11 +200,11 @@ class MirroredKind:
             )
             meta = virtual["metadata"]
             if self.ownership_of(existing, meta["namespace"], meta["name"], virtual) is Ownership.OURS:
-                await self.update(virtual, existing)  # our informer had not seen it yet
-                return
-            await self.refuse(virtual, existing)
-            return
-        await self.after_create(virtual, created)
+                await self.update(virtual, existing)
+            else:
+                await self.refuse(virtual, existing)
+            return None
+        return created
 
     async def delete_host(self, host: Obj, *, grace_period_seconds: int | None = None) -> None:
         await delete_exactly(self.ctx.host_client, self.rtype, host, grace_period_seconds)

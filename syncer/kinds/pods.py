@@ -20,6 +20,7 @@ read pods could copy them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import logging
@@ -264,7 +265,22 @@ class Pods(MirroredKind):
                 "waiting for the DNS service kube-system/kube-dns of the virtual cluster to be synced",
             )
             return  # the kube-dns host service listener requeues us
-        await super().create(virtual, body)
+        if not requests:
+            await self.create_host(virtual, body)
+            return
+        # The tokens are minted in the virtual cluster while the host pod is being created: the two
+        # round trips overlap instead of adding up (the Secret needs the host pod's uid, so it waits).
+        minting = asyncio.create_task(self._mint_tokens(virtual, requests), name=f"mint-tokens-{host_name}")
+        try:
+            created = await self.create_host(virtual, body)
+            if created is not None:
+                data, refresh_at = await minting
+                await self._store_token_secret(virtual, created, data, refresh_at)
+        finally:
+            if not minting.done():
+                minting.cancel()  # the create failed or we are cancelled: the tokens are not needed
+            elif not minting.cancelled():
+                minting.exception()  # a minting error after a refused create is not worth a log line
 
     def colliding_references(self, virtual: Obj) -> list[str]:
         """References whose host name already belongs to ANOTHER virtual object.
@@ -297,15 +313,15 @@ class Pods(MirroredKind):
     async def _write_token_secret(
         self, virtual: Obj, host: Obj, requests: list[pod_translate.TokenRequestSpec]
     ) -> None:
-        """Mint the pod's tokens in the virtual cluster; store them in a Secret the host pod owns.
+        """Mint the pod's tokens in the virtual cluster; store them in a Secret the host pod owns."""
+        data, refresh_at = await self._mint_tokens(virtual, requests)
+        await self._store_token_secret(virtual, host, data, refresh_at)
 
-        The host pod is created first and mounts the Secret by name: a kubelet retries the mount
-        until the Secret exists, and owning it from the start lets the host's garbage collector
-        remove it with the pod — one write per pod fewer than patching the owner in afterwards.
-        """
+    async def _mint_tokens(
+        self, virtual: Obj, requests: list[pod_translate.TokenRequestSpec]
+    ) -> tuple[dict[str, str], float]:
+        """TokenRequests bound to the virtual pod: the Secret's data and when to mint them again."""
         meta = virtual["metadata"]
-        host_pod_name = host["metadata"]["name"]
-        secret_name = token_secret_name(host_pod_name)
         account = virtual.get("spec", {}).get("serviceAccountName") or "default"
         data: dict[str, str] = {}
         refresh_at = float("inf")
@@ -335,6 +351,20 @@ class Pods(MirroredKind):
             refresh_at = min(
                 refresh_at, token_refresh_at(now, review["status"].get("expirationTimestamp"), expiration)
             )
+        return data, refresh_at
+
+    async def _store_token_secret(
+        self, virtual: Obj, host: Obj, data: dict[str, str], refresh_at: float
+    ) -> None:
+        """The Secret the host pod mounts, owned by it.
+
+        The host pod is created first and mounts the Secret by name: a kubelet retries the mount
+        until the Secret exists, and owning it from the start lets the host's garbage collector
+        remove it with the pod — one write per pod fewer than patching the owner in afterwards.
+        """
+        meta = virtual["metadata"]
+        host_pod_name = host["metadata"]["name"]
+        secret_name = token_secret_name(host_pod_name)
         body = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -367,11 +397,6 @@ class Pods(MirroredKind):
                 {TOKEN_OWNER_ANNOTATION: host_pod_name, TOKEN_REFRESH_ANNOTATION: str(int(refresh_at))}
             )
             await self.ctx.host_client.replace(SECRETS, existing)
-
-    async def after_create(self, virtual: Obj, host: Obj) -> None:
-        requests = pod_translate.token_requests(virtual)
-        if requests:
-            await self._write_token_secret(virtual, host, requests)
 
     def token_refresh_due_in(self, virtual: Obj, host: Obj) -> float | None:
         """Seconds until the pod's token Secret must be (re)written: 0 when missing or due, None when

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
-import json
 import logging
 import os
 import random
@@ -46,6 +45,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import aiohttp
+import orjson
 import yaml
 from yarl import URL
 
@@ -132,7 +132,7 @@ class ApiError(KubeError):
     @classmethod
     def from_response(cls, http_status: int, payload: bytes) -> ApiError:
         try:
-            decoded = json.loads(payload) if payload else {}
+            decoded = orjson.loads(payload) if payload else {}
         except ValueError:
             decoded = None
         if isinstance(decoded, dict) and decoded.get("kind") == "Status":
@@ -320,7 +320,7 @@ def _decode(payload: bytes) -> JsonObj:
     if not payload:
         return {}
     try:
-        decoded = json.loads(payload)
+        decoded = orjson.loads(payload)
     except ValueError as exc:
         raise KubeError(f"undecodable answer from the API server: {payload[:200]!r}") from exc
     if not isinstance(decoded, dict):
@@ -646,7 +646,7 @@ class KubeClient:
         headers: Mapping[str, str] | None = None,
         timeout: float | aiohttp.ClientTimeout | None = None,  # noqa: ASYNC109 (per attempt, see request)
     ) -> JsonObj:
-        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        data = None if body is None else orjson.dumps(body)
         query = _encode_params(params)
         url = self.url(path)
         client_timeout = self._timeout(timeout)

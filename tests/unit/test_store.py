@@ -45,16 +45,28 @@ def test_basic_reads_and_writes() -> None:
     first = store.get("ns/a")
     assert first is not None
     newer = obj("a", rv="2")
-    assert store.upsert(newer) is first
-    assert store.get("ns/a") is newer
+    assert store.upsert(newer) == first
+    assert store.get("ns/a") == newer
     store.upsert(obj("b"))
     assert sorted(store.keys()) == ["ns/a", "ns/b"]
     assert len(store) == 2 and "ns/b" in store and "ns/c" not in store
     assert {default_key(o) for o in store.list()} == {"ns/a", "ns/b"}
     assert store.delete("ns/b") is not None
     assert store.delete(obj("b")) is None
-    assert store.delete(newer) is newer
+    assert store.delete(newer) == newer
     assert len(store) == 0
+
+
+def test_reads_are_copies_so_callers_cannot_corrupt_the_cache() -> None:
+    store = Store(indexers={"app": by_app})
+    original = obj("a", app="web")
+    store.upsert(original)
+    original["metadata"]["labels"]["app"] = "changed-after-upsert"
+    got = store.get("ns/a")
+    assert got is not None and got["metadata"]["labels"]["app"] == "web"
+    got["metadata"]["labels"]["app"] = "changed-by-a-reader"
+    for listed in (store.list(), store.by_index("app", "web")):
+        assert [o["metadata"]["labels"]["app"] for o in listed] == ["web"]
 
 
 def test_custom_key_function() -> None:
@@ -123,7 +135,7 @@ def test_a_raising_indexer_leaves_the_store_untouched() -> None:
     store.upsert(good)
     with pytest.raises(RuntimeError):
         store.upsert(obj("a", rv="2", app="bad"))
-    assert store.get("ns/a") is good
+    assert store.get("ns/a") == good
     assert store.index_keys("app", "web") == {"ns/a"}
     assert store.index_keys("app", "bad") == set()
 
@@ -183,10 +195,10 @@ def test_indexes_always_match_contents(operations: list[tuple[Any, Any, Any]]) -
     for rv, (op, arg, refs) in enumerate(operations, start=1):
         if op == "upsert":
             o = refs_obj(arg, refs, rv)
-            assert store.upsert(o) is model.get(f"ns/{arg}")
+            assert store.upsert(o) == model.get(f"ns/{arg}")
             model[f"ns/{arg}"] = o
         elif op == "delete":
-            assert store.delete(f"ns/{arg}") is model.pop(f"ns/{arg}", None)
+            assert store.delete(f"ns/{arg}") == model.pop(f"ns/{arg}", None)
         else:
             fresh = {f"ns/{n}": refs_obj(n, r, rv) for n, r in arg}
             deltas = store.replace(list(fresh.values()))
