@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from controlplane.local.host import HostCluster
 from controlplane.local.tenant import LocalVirtualCluster
 from syncer.translate.names import host_name
+from tests.e2e.routed_network import ROUTED_NETWORK_TAINT, routed_network, routed_node
 from tests.e2e.test_syncer_pods import get_json, wait_running
 from tests.support import Kubectl, eventually, kubectl_for, unique_name
 
@@ -28,7 +30,10 @@ spec:
   selector: {{matchLabels: {{app: web}}}}
   template:
     metadata: {{labels: {{app: web}}}}
-    spec: {{containers: [{{name: web, image: registry.invalid/web:1, ports: [{{containerPort: 8080}}]}}]}}
+    spec:
+      containers: [{{name: web, image: registry.invalid/web:1, ports: [{{containerPort: 8080}}]}}]
+      nodeSelector: {{kubernetes.io/hostname: {node}}}
+      tolerations: [{{key: {taint[key]}, value: "{taint[value]}", effect: {taint[effect]}}}]
 ---
 apiVersion: v1
 kind: Service
@@ -39,11 +44,57 @@ spec:
 """
 
 
+@pytest.fixture
+def routed_kwok_node(host_kubectl: Kubectl) -> Iterator[tuple[str, ipaddress.IPv4Network]]:
+    """A host node whose pods get non-loopback IPs, routed into a network namespace of this test run."""
+    with (
+        routed_network() as net,
+        routed_node(host_kubectl, unique_name("kwok-routed"), net.pod_cidr) as node,
+    ):
+        yield node, net.pod_cidr
+
+
+def endpoint_slices(
+    kubectl: Kubectl, namespace: str, service: str
+) -> tuple[list[tuple[str, bool]], list[str]]:
+    """The addresses (each with its `ready` condition) and the ports of a Service's EndpointSlices."""
+    slices = json.loads(
+        kubectl(
+            "get",
+            "endpointslices",
+            "-n",
+            namespace,
+            "-l",
+            f"kubernetes.io/service-name={service}",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
+    addresses = sorted(
+        (address, bool((endpoint.get("conditions") or {}).get("ready")))
+        for endpoint_slice in slices
+        for endpoint in endpoint_slice.get("endpoints") or []
+        for address in endpoint["addresses"]
+    )
+    ports = sorted(json.dumps(p, sort_keys=True) for s in slices for p in s.get("ports") or [])
+    return addresses, ports
+
+
+def pod_ips(kubectl: Kubectl, namespace: str, query: str) -> set[str]:
+    pods = json.loads(kubectl("get", "pods", "-n", namespace, "-l", query, "-o", "json").stdout)["items"]
+    return {p["status"]["podIP"] for p in pods if p.get("status", {}).get("podIP")}
+
+
 def test_service_has_the_same_cluster_ip_and_selects_only_tenant_pods(
-    vcluster: LocalVirtualCluster, vc_kubectl: Kubectl, host_kubectl: Kubectl, vns: str
+    vcluster: LocalVirtualCluster,
+    vc_kubectl: Kubectl,
+    host_kubectl: Kubectl,
+    vns: str,
+    routed_kwok_node: tuple[str, ipaddress.IPv4Network],
 ) -> None:
+    node, pod_cidr = routed_kwok_node
     hns = vcluster.namespace
-    vc_kubectl("apply", "-f", "-", stdin=WEB.format(ns=vns))
+    vc_kubectl("apply", "-f", "-", stdin=WEB.format(ns=vns, node=node, taint=ROUTED_NETWORK_TAINT))
     # A host pod with the same app label that is NOT the tenant's must not be selected.
     decoy = unique_name("decoy")
     host_kubectl("run", decoy, "-n", hns, "--image=registry.invalid/other:1", "--labels=app=web")
@@ -63,20 +114,35 @@ def test_service_has_the_same_cluster_ip_and_selects_only_tenant_pods(
     ]
     assert decoy not in {p["metadata"]["name"] for p in selected}
 
-    # EndpointSlices are computed from exactly the pods a Service selects. Their validation refuses
-    # loopback addresses ("may not be in the loopback range"), and every pod IP here is loopback by
-    # the rules of this machine, so the slices stay empty on both sides; compare what they are
-    # computed from instead: the IPs of the pods each side's selector picks.
-    def selected_ips(kubectl: Kubectl, namespace: str, query: str) -> set[str]:
-        pods = json.loads(kubectl("get", "pods", "-n", namespace, "-l", query, "-o", "json").stdout)["items"]
-        return {p["status"]["podIP"] for p in pods if p.get("status", {}).get("podIP")}
+    # EndpointSlice validation refuses loopback addresses, so the tenant's pods run on a node whose
+    # pod CIDR is a documentation range routed into a network namespace of this test run (see
+    # tests/e2e/routed_network.py): real slices on both sides, and nothing can leave the machine.
+    # Only kubectl talks here; no socket is ever opened to a pod IP or a ClusterIP.
+    def same_endpoints() -> set[str]:
+        virtual_pods = pod_ips(vc_kubectl, vns, "app=web")
+        host_pods = pod_ips(host_kubectl, hns, label_query)
+        host_addresses, host_ports = endpoint_slices(host_kubectl, hns, hname)
+        virtual_addresses, virtual_ports = endpoint_slices(vc_kubectl, vns, "web")
+        # Each pod IP exactly once, ready, on both sides (duplicates would survive a set comparison).
+        expected = sorted((ip, True) for ip in virtual_pods)
+        if (
+            len(virtual_pods) == 2
+            and virtual_pods == host_pods
+            and host_addresses == virtual_addresses == expected
+            and host_ports == virtual_ports != []
+        ):
+            return virtual_pods
+        raise AssertionError(  # `eventually` reports the last one on timeout
+            f"pod IPs virtual {virtual_pods}, host {host_pods}; slices host {host_addresses} "
+            f"{host_ports}, virtual {virtual_addresses} {virtual_ports}"
+        )
 
-    def same_ips() -> set[str] | None:
-        virtual = selected_ips(vc_kubectl, vns, "app=web")
-        host = selected_ips(host_kubectl, hns, label_query)
-        return virtual if len(virtual) == 2 and virtual == host else None
-
-    eventually(same_ips, timeout=90, what="the same 2 pod IPs selected on both sides")
+    ips = eventually(same_endpoints, timeout=90, what="the same 2 ready pod IPs in both sides' slices")
+    assert all(ipaddress.IPv4Address(ip) in pod_cidr for ip in ips)  # type: ignore[attr-defined]
+    decoy_pod = get_json(host_kubectl, "pod", decoy, "-n", hns)
+    assert decoy_pod is not None and decoy_pod.get("status", {}).get("podIP") not in ips  # type: ignore[operator]
+    _, ports = endpoint_slices(host_kubectl, hns, hname)
+    assert [json.loads(p) for p in ports] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
     host_kubectl("delete", "pod", decoy, "-n", hns, "--wait=false")
 
 
