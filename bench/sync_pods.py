@@ -36,7 +36,7 @@ from controlplane.local.host import HostCluster
 from controlplane.local.tenant import LocalVirtualCluster
 from syncer.kube.client import KubeClient
 from syncer.kube.resources import NAMESPACES, PODS
-from syncer.translate.names import ANN_OBJECT_NAME, MARKER_LABEL
+from syncer.translate.names import ANN_OBJECT_NAME, MARKER_LABEL, NAMESPACE_LABEL
 
 CLIENT_QPS, CLIENT_BURST = 200.0, 400  # what the syncer's host client uses
 
@@ -228,7 +228,9 @@ async def drain(vc: LocalVirtualCluster, vclient: KubeClient, hclient: KubeClien
     selector = f"{MARKER_LABEL}={vc.name}"
 
     async def host_pods_left() -> int:
-        return len((await hclient.list(PODS, vc.namespace, label_selector=selector))["items"])
+        items = (await hclient.list(PODS, vc.namespace, label_selector=selector))["items"]
+        labels = [item["metadata"].get("labels") or {} for item in items]
+        return sum(1 for label in labels if label.get(NAMESPACE_LABEL, "").startswith("bench-"))
 
     deadline = time.perf_counter() + 600
     while await host_pods_left() > 0:

@@ -15,4 +15,13 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet -e '.[test,dev]'
   rm -f .venv/.installed-*; touch "$stamp"
 fi
+# The EndpointSlice e2e test routes a pod range into a network namespace of its own (iproute2's `ip`).
+if ! command -v ip >/dev/null 2>&1 && [ ! -x /usr/sbin/ip ] && [ ! -x /sbin/ip ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y --no-install-recommends iproute2 >/dev/null \
+      || { apt-get update >/dev/null && apt-get install -y --no-install-recommends iproute2 >/dev/null; }
+  else
+    echo "setup: iproute2 (the ip command) is needed by the tests; install it" >&2; exit 1
+  fi
+fi
 hack/build-k8s.sh
