@@ -39,8 +39,12 @@ def test_sync_pods_benchmark_runs(tmp_path: Path) -> None:
     assert "throughput ratio syncer/direct at 5 pods" in proc.stdout
     report = json.loads(out.read_text())
     modes = {run["mode"] for run in report["runs"]}
-    assert modes == {"direct-to-host", "syncer", "syncer-paced"}
-    assert report["throughput_ratio"]["5"] > 0
+    assert modes == {"direct-to-host", "syncer", "syncer-paced", "ceiling-both-writes", "syncer-catch-up"}
+    ratios = report["throughput_ratio"]["5"]
+    assert set(ratios) == {"syncer", "catch_up", "ceiling"} and all(r > 0 for r in ratios.values())
+    syncer_run = next(run for run in report["runs"] if run["mode"] == "syncer")
+    assert syncer_run["extra"]["cpu_s:syncer-bench-0"] >= 0  # the CPU breakdown is there
+    assert "CPU seconds per process" in proc.stdout
 
 
 def test_proxy_benchmark_runs(tmp_path: Path) -> None:

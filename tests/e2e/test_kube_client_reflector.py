@@ -494,7 +494,7 @@ async def test_reflector_syncs_then_follows_adds_updates_and_deletes(
         old, new = await changes.until(lambda o, n: name_of(n) == "live")
         assert old is not None and new is not None
         assert (old["data"]["v"], new["data"]["v"]) == ("1", "2")
-        assert store.get(f"{namespace}/live") is new
+        assert store.get(f"{namespace}/live") == new
 
         await client.delete(CONFIGMAPS, "pre-1", namespace)
         old, new = await changes.until(lambda o, n: n is None)
