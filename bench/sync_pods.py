@@ -54,6 +54,17 @@ def namespace(name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
 
 
+def bench_clients(vc: LocalVirtualCluster) -> tuple[KubeClient, KubeClient]:
+    """The benchmark's own clients of the virtual and the host API server (admin credentials)."""
+    vclient = KubeClient.from_kubeconfig(
+        vc.plane.admin_kubeconfig_path, name="bench-virtual", qps=CLIENT_QPS, burst=CLIENT_BURST
+    )
+    hclient = KubeClient.from_kubeconfig(
+        vc.host.kubeconfig, name="bench-host", qps=CLIENT_QPS, burst=CLIENT_BURST
+    )
+    return vclient, hclient
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -156,14 +167,9 @@ async def wait_for(condition: Any, limit: float) -> None:
 async def through_syncer(
     vc: LocalVirtualCluster, n: int, concurrency: int, pace: float | None, tag: str
 ) -> Run:
-    vclient = KubeClient.from_kubeconfig(
-        vc.plane.admin_kubeconfig_path, name="bench-virtual", qps=CLIENT_QPS, burst=CLIENT_BURST
-    )
-    hclient = KubeClient.from_kubeconfig(
-        vc.host.kubeconfig, name="bench-host", qps=CLIENT_QPS, burst=CLIENT_BURST
-    )
+    vclient, hclient = bench_clients(vc)
     ns = f"bench-{tag}-{n}"
-    await vclient.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    await vclient.create(NAMESPACES, namespace(ns))
     names = [f"p{i}" for i in range(n)]
     host_seen: dict[str, float] = {}
     host_running: dict[str, float] = {}
@@ -206,7 +212,7 @@ async def direct(host: HostCluster, vc: LocalVirtualCluster, n: int, concurrency
         host.kubeconfig, name="bench-direct", qps=CLIENT_QPS, burst=CLIENT_BURST
     )
     ns = f"bench-direct-{n}"
-    await client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    await client.create(NAMESPACES, namespace(ns))
     names = [f"p{i}" for i in range(n)]
     cpu_before = cpu_seconds(cluster_processes(vc))
     start = time.perf_counter()
@@ -239,7 +245,7 @@ async def drain(vc: LocalVirtualCluster, vclient: KubeClient, hclient: KubeClien
         await asyncio.sleep(1.0)
 
 
-async def catch_up(host: HostCluster, vc: LocalVirtualCluster, n: int, concurrency: int) -> tuple[Run, Run]:
+async def catch_up(vc: LocalVirtualCluster, n: int, concurrency: int) -> tuple[Run, Run]:
     """Two measurements with the syncer stopped, then one as it restarts.
 
     * ceiling: the same N pods written to the virtual AND the host API server at once, each with the
@@ -248,20 +254,13 @@ async def catch_up(host: HostCluster, vc: LocalVirtualCluster, n: int, concurren
     * catch-up: the syncer started against the N virtual pods of that run, working off the backlog
       (tokens, secret, host create); its host-create rate from the first host copy to the last.
     """
-    vclient = KubeClient.from_kubeconfig(
-        vc.plane.admin_kubeconfig_path, name="bench-virtual", qps=CLIENT_QPS, burst=CLIENT_BURST
-    )
-    hclient = KubeClient.from_kubeconfig(
-        host.kubeconfig, name="bench-host", qps=CLIENT_QPS, burst=CLIENT_BURST
-    )
+    vclient, hclient = bench_clients(vc)
     await drain(vc, vclient, hclient)
     ns, direct_ns = f"bench-backlog-{n}", f"bench-ceiling-{n}"
     names = [f"p{i}" for i in range(n)]
     vc.stop_syncers()
-    await vclient.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    await hclient.create(
-        NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": direct_ns}}
-    )
+    await vclient.create(NAMESPACES, namespace(ns))
+    await hclient.create(NAMESPACES, namespace(direct_ns))
     cpu_before = cpu_seconds(cluster_processes(vc))
     start = time.perf_counter()
     _, direct_created = await asyncio.gather(
@@ -337,7 +336,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             results.append(await through_syncer(vc, n, args.concurrency, None, "burst"))
         results.append(await through_syncer(vc, args.paced_pods, args.concurrency, 20.0, "paced"))
         for n in args.pods:  # last: these restart the syncer
-            results.extend(await catch_up(host, vc, n, args.concurrency))
+            results.extend(await catch_up(vc, n, args.concurrency))
     finally:
         vc.stop()
         host.stop()

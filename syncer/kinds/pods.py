@@ -266,7 +266,7 @@ class Pods(MirroredKind):
             )
             return  # the kube-dns host service listener requeues us
         if not requests:
-            await self.create_host(virtual, body)
+            await super().create(virtual, body)
             return
         # The tokens are minted in the virtual cluster while the host pod is being created: the two
         # round trips overlap instead of adding up (the Secret needs the host pod's uid, so it waits).
